@@ -1,0 +1,202 @@
+//! A batch of responses queued for one send: response heads copied into a fixed area, bodies
+//! referenced in place (in the file mappings) through iovecs, so pipelined responses leave in
+//! one `sendmsg` and no body byte is copied in user space unless it is tiny.
+//!
+//! **Invariant:** every iovec points either into `heads` (owned, never reallocated) or into a
+//! file mapping owned by `snapshot`; both live until `clear`, which the engines call only after
+//! the kernel has finished with the send.
+
+use std::sync::Arc;
+
+use crate::files::Snapshot;
+use crate::http::response::{HeadWriter, Overflow};
+use crate::limits::{BATCH_HEAD_BYTES, BATCH_IOVEC_COUNT, RESPONSE_HEAD_BYTES_MAX};
+
+/// Bodies up to this size are copied next to their head: one contiguous run of bytes costs the
+/// kernel less than an extra iovec, and a pipelined burst of small files becomes one segment.
+pub const INLINE_BODY_BYTES_MAX: usize = 2048;
+
+/// Responses waiting to be sent on one connection.
+pub struct Batch {
+    heads: Box<[u8]>,
+    heads_len: usize,
+    iov: Box<[libc::iovec]>,
+    iov_len: usize,
+    /// First iovec not yet completely sent.
+    iov_next: usize,
+    /// Bytes queued and not yet sent.
+    remaining_bytes: usize,
+    /// Keeps every mapping that an iovec points into alive.
+    snapshot: Option<Arc<Snapshot>>,
+    /// The message header handed to `sendmsg`; its address must not move while a send is in
+    /// flight, so batches are always boxed.
+    msg: libc::msghdr,
+}
+
+impl Batch {
+    /// An empty batch with its memory allocated.
+    pub fn new() -> Box<Batch> {
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        Box::new(Batch {
+            heads: vec![0u8; BATCH_HEAD_BYTES].into_boxed_slice(),
+            heads_len: 0,
+            iov: vec![empty; BATCH_IOVEC_COUNT].into_boxed_slice(),
+            iov_len: 0,
+            iov_next: 0,
+            remaining_bytes: 0,
+            snapshot: None,
+            // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid value
+            // (null pointers, zero lengths).
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.remaining_bytes == 0
+    }
+
+    /// Whether one more response of any kind fits.
+    pub fn has_room(&self) -> bool {
+        self.iov_len + 2 <= self.iov.len() && self.heads.len() - self.heads_len >= RESPONSE_HEAD_BYTES_MAX
+    }
+
+    /// Pins the snapshot whose mappings the queued bodies point into.
+    pub fn hold(&mut self, snapshot: &Arc<Snapshot>) {
+        match &self.snapshot {
+            Some(held) => debug_assert!(Arc::ptr_eq(held, snapshot), "one snapshot per batch"),
+            None => self.snapshot = Some(Arc::clone(snapshot)),
+        }
+    }
+
+    /// Queues one response: a head written by `write`, then `body`, which must live in the
+    /// held snapshot or be `'static`. Nothing is queued if the head does not fit.
+    pub fn push(
+        &mut self,
+        write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,
+        body: &[u8],
+    ) -> Result<(), Overflow> {
+        if self.iov_len + 2 > self.iov.len() {
+            return Err(Overflow);
+        }
+        let start = self.heads_len;
+        let mut writer = HeadWriter::new(&mut self.heads[start..]);
+        write(&mut writer)?;
+        let mut head_len = writer.len();
+        let inline = body.len() <= INLINE_BODY_BYTES_MAX && writer.put(body).is_ok();
+        if inline {
+            head_len += body.len();
+        }
+        self.heads_len += head_len;
+        self.push_iov(self.heads[start..].as_ptr(), head_len);
+        if !inline && !body.is_empty() {
+            self.push_iov(body.as_ptr(), body.len());
+        }
+        Ok(())
+    }
+
+    /// Appends an iovec, merging it with the previous one when the bytes are contiguous.
+    fn push_iov(&mut self, base: *const u8, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.remaining_bytes += len;
+        if let Some(last) = self.iov[..self.iov_len].last_mut() {
+            if (last.iov_base as *const u8).wrapping_add(last.iov_len) == base {
+                last.iov_len += len;
+                return;
+            }
+        }
+        self.iov[self.iov_len] = libc::iovec { iov_base: base as *mut libc::c_void, iov_len: len };
+        self.iov_len += 1;
+    }
+
+    /// Records that the kernel sent `sent_bytes`; returns whether everything is sent.
+    pub fn advance(&mut self, sent_bytes: usize) -> bool {
+        let mut left = sent_bytes.min(self.remaining_bytes);
+        self.remaining_bytes -= left;
+        while left > 0 && self.iov_next < self.iov_len {
+            let iov = &mut self.iov[self.iov_next];
+            if left >= iov.iov_len {
+                left -= iov.iov_len;
+                self.iov_next += 1;
+            } else {
+                iov.iov_base = (iov.iov_base as *mut u8).wrapping_add(left) as *mut libc::c_void;
+                iov.iov_len -= left;
+                left = 0;
+            }
+        }
+        self.remaining_bytes == 0
+    }
+
+    /// The iovecs still to send.
+    pub fn pending(&self) -> &[libc::iovec] {
+        &self.iov[self.iov_next..self.iov_len]
+    }
+
+    /// A message header over the pending iovecs, for `sendmsg`. The pointer stays valid until
+    /// the batch is modified or dropped.
+    pub fn msghdr(&mut self) -> *const libc::msghdr {
+        let pending = &self.iov[self.iov_next..self.iov_len];
+        self.msg.msg_iov = pending.as_ptr() as *mut libc::iovec;
+        self.msg.msg_iovlen = pending.len();
+        &self.msg
+    }
+
+    /// Bytes not yet sent.
+    pub fn remaining_bytes(&self) -> usize {
+        self.remaining_bytes
+    }
+
+    /// Empties the batch and releases the snapshot. Call only when no send is in flight.
+    pub fn clear(&mut self) {
+        self.heads_len = 0;
+        self.iov_len = 0;
+        self.iov_next = 0;
+        self.remaining_bytes = 0;
+        self.snapshot = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gather(batch: &Batch) -> Vec<u8> {
+        let mut out = Vec::new();
+        for iov in batch.pending() {
+            // SAFETY: test-only: every pending iovec points into `batch.heads` or a static
+            // slice, both alive for this call.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
+            });
+        }
+        out
+    }
+
+    static BIG: [u8; 5000] = [b'x'; 5000];
+
+    #[test]
+    fn small_bodies_are_inlined_and_large_ones_referenced() {
+        let mut batch = Batch::new();
+        batch.push(|w| w.put(b"HEAD1\r\n"), b"small").unwrap();
+        batch.push(|w| w.put(b"HEAD2\r\n"), &BIG).unwrap();
+        assert_eq!(batch.pending().len(), 2, "head1+small+head2 are contiguous");
+        let bytes = gather(&batch);
+        assert!(bytes.starts_with(b"HEAD1\r\nsmallHEAD2\r\nxxx"));
+        assert_eq!(bytes.len(), 19 + 5000);
+        assert_eq!(batch.remaining_bytes(), bytes.len());
+    }
+
+    #[test]
+    fn short_sends_resume_where_they_stopped() {
+        let mut batch = Batch::new();
+        batch.push(|w| w.put(b"AAAA"), &BIG).unwrap();
+        assert!(!batch.advance(2));
+        assert!(gather(&batch).starts_with(b"AAx"));
+        assert!(!batch.advance(2 + 4000));
+        assert_eq!(gather(&batch).len(), 1000);
+        assert!(batch.advance(1000));
+        assert!(batch.is_empty());
+    }
+}

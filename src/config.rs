@@ -1,0 +1,122 @@
+//! Command-line configuration: parsed and validated once at start-up, then immutable. This is
+//! the only module that reads argv.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::limits;
+
+/// A static-file HTTP/1.1 server whose socket I/O all goes through io_uring.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ringserve", version, about, long_about = None)]
+pub struct Cli {
+    /// Directory to serve.
+    #[arg(long, default_value = "static", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "HOST:PORT")]
+    pub addr: SocketAddr,
+
+    /// Worker threads, each with its own ring and listener [default: available cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// Seconds to receive a complete request head before answering 408 and closing.
+    #[arg(long, default_value_t = limits::HEADER_TIMEOUT_SECS, value_name = "SECS",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub header_timeout: u32,
+
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = limits::KEEPALIVE_TIMEOUT_SECS, value_name = "SECS",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub keepalive_timeout: u32,
+
+    /// Seconds a response may make no progress (client not reading) before the connection drops.
+    #[arg(long, default_value_t = limits::SEND_TIMEOUT_SECS, value_name = "SECS",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub send_timeout: u32,
+
+    /// Requests served on one keep-alive connection before it is closed.
+    #[arg(long, default_value_t = limits::KEEPALIVE_REQUESTS_MAX, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub keepalive_requests: u32,
+
+    /// Open connections per worker; connections beyond it are closed at once.
+    #[arg(long, default_value_t = limits::CONNECTIONS_PER_WORKER_MAX, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=limits::CONNECTIONS_PER_WORKER_MAX as i64))]
+    pub max_connections: u32,
+
+    /// Seconds that SIGINT/SIGTERM waits for in-flight responses before exiting.
+    #[arg(long, default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub shutdown_timeout: u32,
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Canonical path of the directory served.
+    pub root: PathBuf,
+    /// Address every worker's listener binds (with SO_REUSEPORT).
+    pub addr: SocketAddr,
+    /// Number of workers, each with its own ring.
+    pub threads: usize,
+    /// Time allowed to receive a complete request head.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept.
+    pub keepalive_timeout: Duration,
+    /// Time a response may make no progress.
+    pub send_timeout: Duration,
+    /// Requests per keep-alive connection.
+    pub keepalive_requests: u32,
+    /// Open connections per worker.
+    pub max_connections: u32,
+    /// Grace period for in-flight responses on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Validates parsed flags: the root must be a readable directory.
+    pub fn from_cli(cli: Cli) -> Result<Config, crate::Error> {
+        let root = cli
+            .root
+            .canonicalize()
+            .map_err(|e| crate::Error::Root { path: cli.root.clone(), source: e })?;
+        if !root.is_dir() {
+            return Err(crate::Error::Root {
+                path: cli.root,
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        let threads = match cli.threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        Ok(Config {
+            root,
+            addr: cli.addr,
+            threads,
+            header_timeout: Duration::from_secs(cli.header_timeout.into()),
+            keepalive_timeout: Duration::from_secs(cli.keepalive_timeout.into()),
+            send_timeout: Duration::from_secs(cli.send_timeout.into()),
+            keepalive_requests: cli.keepalive_requests,
+            max_connections: cli.max_connections,
+            shutdown_timeout: Duration::from_secs(cli.shutdown_timeout.into()),
+        })
+    }
+
+    /// Defaults for serving `root` on `addr`, as the CLI would give them (used by tests and
+    /// benches that start a server in-process).
+    pub fn new(root: impl Into<PathBuf>, addr: SocketAddr) -> Result<Config, crate::Error> {
+        let root: PathBuf = root.into();
+        let addr_text = addr.to_string();
+        let root_text = root.to_string_lossy().into_owned();
+        let cli = Cli::try_parse_from(["ringserve", "--root", &root_text, "--addr", &addr_text])
+            .map_err(|e| crate::Error::Usage(e.to_string()))?;
+        Config::from_cli(cli)
+    }
+}

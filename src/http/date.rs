@@ -1,0 +1,64 @@
+//! The `Date` header value, formatted at most once per second per worker (hyper's date.rs
+//! idea): formatting an IMF-fixdate per request would cost more than parsing the request.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Length of an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub const DATE_BYTES: usize = 29;
+
+/// A cached `Date` value and the second it was formatted for.
+pub struct DateCache {
+    second: u64,
+    text: [u8; DATE_BYTES],
+}
+
+impl DateCache {
+    /// A cache holding the current time.
+    pub fn new() -> DateCache {
+        let mut cache = DateCache { second: u64::MAX, text: [b' '; DATE_BYTES] };
+        cache.refresh(SystemTime::now());
+        cache
+    }
+
+    /// Reformats if `now` is in a later second than the cached value.
+    pub fn refresh(&mut self, now: SystemTime) {
+        let second = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if second == self.second {
+            return;
+        }
+        self.second = second;
+        let formatted = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(second));
+        let bytes = formatted.as_bytes();
+        debug_assert_eq!(bytes.len(), DATE_BYTES);
+        if bytes.len() == DATE_BYTES {
+            self.text.copy_from_slice(bytes);
+        }
+    }
+
+    /// The formatted value, without the header name.
+    pub fn bytes(&self) -> &[u8; DATE_BYTES] {
+        &self.text
+    }
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        DateCache::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_imf_fixdate_once_per_second() {
+        let mut cache = DateCache::new();
+        cache.refresh(UNIX_EPOCH + std::time::Duration::from_secs(784_111_777));
+        assert_eq!(cache.bytes(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        cache.refresh(UNIX_EPOCH + std::time::Duration::from_millis(784_111_777_900));
+        assert_eq!(cache.bytes(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        cache.refresh(UNIX_EPOCH + std::time::Duration::from_secs(784_111_778));
+        assert_eq!(cache.bytes(), b"Sun, 06 Nov 1994 08:49:38 GMT");
+    }
+}

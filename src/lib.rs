@@ -1,0 +1,28 @@
+//! ringserve: a static-file HTTP/1.1 server whose socket I/O all goes through io_uring.
+//!
+//! # Layout
+//! - `config`: the CLI and the validated `Config`.
+//! - `limits`: every bound, with units in names and a line on why.
+//! - `http`: sans-I/O HTTP/1.1: request parsing, response heads, the cached Date.
+//! - `files`: the snapshot of the root: mapped files with precomputed header fields, path
+//!   resolution (the traversal policy), the MIME table.
+//! - `serve`: request bytes in, queued responses out; shared by every engine.
+//! - `batch`: responses queued for one `sendmsg` (heads copied, bodies by reference).
+//! - `uring`: the io_uring engine: the worker loop, ring set-up, buffer ring, slots, tokens.
+//! - `server`: binding listeners, starting and stopping workers.
+//!
+//! See ARCHITECTURE.md for the life of a request through the ring.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod http;
+pub mod limits;
+pub mod serve;
+pub mod server;
+pub mod uring;
+
+pub use config::{Cli, Config};
+pub use error::Error;
+pub use server::{Server, Stopper};

@@ -1,0 +1,184 @@
+//! Request bytes in, queued responses out: the protocol logic both engines share. Sans-I/O:
+//! it reads from a byte slice, writes into a `Batch`, and tells its caller how many input bytes
+//! it used and whether the connection must close. No allocation, no syscall.
+
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::files::resolve::{self, PathBuffer};
+use crate::files::{Lookup, Snapshot};
+use crate::http::date::DATE_BYTES;
+use crate::http::response::{HeadWriter, Overflow};
+use crate::http::{self, Method, Parsed, Reject, Request, Status, Version};
+use crate::limits::REQUEST_TARGET_BYTES_MAX;
+
+/// What the caller knows that the request bytes do not.
+pub struct Context<'a> {
+    /// The files being served.
+    pub snapshot: &'a Arc<Snapshot>,
+    /// The cached Date value.
+    pub date: &'a [u8; DATE_BYTES],
+    /// This connection has reached its keep-alive request limit with this request.
+    pub last_request: bool,
+}
+
+/// The outcome of serving from the start of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A response was queued for the request in the first `consumed` bytes; `skip_bytes` of
+    /// request body follow and must be discarded; `close` ends the connection after the send.
+    Responded { consumed: usize, skip_bytes: u64, close: bool },
+    /// The input holds only part of a request head.
+    Partial,
+    /// The batch has no room for another response: send it first.
+    Full,
+}
+
+/// Serves the request at the start of `input` into `batch`.
+pub fn serve(input: &[u8], ctx: &Context<'_>, batch: &mut Batch) -> Step {
+    if !batch.has_room() {
+        return Step::Full;
+    }
+    batch.hold(ctx.snapshot);
+    let step = match http::parse(input) {
+        Parsed::Partial => return Step::Partial,
+        Parsed::Reject(reject) => {
+            let status = status_of(reject);
+            push_error(batch, ctx, status, false, false, Version::Http11)
+                .map(|()| Step::Responded { consumed: input.len(), skip_bytes: 0, close: true })
+        }
+        Parsed::Complete(request) => respond(&request, ctx, batch),
+    };
+    step.unwrap_or(Step::Full)
+}
+
+/// The one place a parse rejection becomes a status.
+pub fn status_of(reject: Reject) -> Status {
+    match reject {
+        Reject::BadRequest => Status::BadRequest,
+        Reject::UriTooLong => Status::UriTooLong,
+        Reject::HeadTooLarge => Status::HeaderFieldsTooLarge,
+        Reject::VersionNotSupported => Status::VersionNotSupported,
+    }
+}
+
+fn respond(req: &Request<'_>, ctx: &Context<'_>, batch: &mut Batch) -> Result<Step, Overflow> {
+    let keep_alive = req.keep_alive && !ctx.last_request;
+    let http10 = req.version == Version::Http10;
+    let head_only = req.method == Method::Head;
+    let done = |close: bool| Step::Responded {
+        consumed: req.head_len,
+        skip_bytes: req.content_length,
+        close: close || req.chunked,
+    };
+    match req.method {
+        Method::Get | Method::Head => {}
+        Method::NotAllowed => {
+            push_error(batch, ctx, Status::MethodNotAllowed, keep_alive, head_only, req.version)?;
+            return Ok(done(!keep_alive));
+        }
+        Method::Unknown => {
+            push_error(batch, ctx, Status::NotImplemented, keep_alive, head_only, req.version)?;
+            return Ok(done(!keep_alive));
+        }
+    }
+    let mut path: PathBuffer = [0u8; REQUEST_TARGET_BYTES_MAX];
+    let Ok(resolved) = resolve::resolve(req.path, &mut path) else {
+        push_error(batch, ctx, Status::BadRequest, false, head_only, req.version)?;
+        return Ok(done(true));
+    };
+    let rel_len = if resolved.trailing_slash {
+        append_index(&mut path, resolved.len)
+    } else {
+        Some(resolved.len)
+    };
+    let lookup = match rel_len {
+        Some(len) => ctx.snapshot.lookup(&path[..len]),
+        None => Lookup::Missing,
+    };
+    match (lookup, resolved.trailing_slash) {
+        (Lookup::File(entry), _) => {
+            let body = if head_only { &[][..] } else { entry.body() };
+            batch.push(
+                |w| {
+                    w.start(Status::Ok, ctx.date)?;
+                    w.put(&entry.fields)?;
+                    w.finish(keep_alive, http10)
+                },
+                body,
+            )?;
+        }
+        (Lookup::Directory, false) => push_redirect(batch, ctx, req, keep_alive, head_only)?,
+        _ => push_error(batch, ctx, Status::NotFound, keep_alive, head_only, req.version)?,
+    }
+    Ok(done(!keep_alive))
+}
+
+/// `dir` + `/index.html` (or `index.html` at the root), if the buffer has room.
+fn append_index(path: &mut PathBuffer, len: usize) -> Option<usize> {
+    const INDEX: &[u8] = b"index.html";
+    let sep = usize::from(len > 0);
+    if len + sep + INDEX.len() > path.len() {
+        return None;
+    }
+    if sep == 1 {
+        path[len] = b'/';
+    }
+    path[len + sep..len + sep + INDEX.len()].copy_from_slice(INDEX);
+    Some(len + sep + INDEX.len())
+}
+
+/// A complete error response: status, a small HTML body, `Allow` on 405.
+pub fn push_error(
+    batch: &mut Batch,
+    ctx: &Context<'_>,
+    status: Status,
+    keep_alive: bool,
+    head_only: bool,
+    version: Version,
+) -> Result<(), Overflow> {
+    let body = status.error_body();
+    batch.push(
+        |w| {
+            w.start(status, ctx.date)?;
+            put_html_fields(w, body.len())?;
+            if status == Status::MethodNotAllowed {
+                w.put(b"Allow: GET, HEAD\r\n")?;
+            }
+            w.finish(keep_alive, version == Version::Http10)
+        },
+        if head_only { &[] } else { body },
+    )
+}
+
+fn put_html_fields(w: &mut HeadWriter<'_>, body_len: usize) -> Result<(), Overflow> {
+    w.put(b"Content-Type: text/html; charset=utf-8\r\nContent-Length: ")?;
+    w.put_u64(body_len as u64)?;
+    w.put(b"\r\n")
+}
+
+/// 301 to the same path with a trailing slash, as nginx does for directories.
+fn push_redirect(
+    batch: &mut Batch,
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    keep_alive: bool,
+    head_only: bool,
+) -> Result<(), Overflow> {
+    let status = Status::MovedPermanently;
+    let body = status.error_body();
+    batch.push(
+        |w| {
+            w.start(status, ctx.date)?;
+            put_html_fields(w, body.len())?;
+            w.put(b"Location: ")?;
+            w.put(req.path)?;
+            w.put(b"/\r\n")?;
+            w.finish(keep_alive, req.version == Version::Http10)
+        },
+        if head_only { &[] } else { body },
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! Starting and stopping a server: scan the root, bind one SO_REUSEPORT listener per worker,
+//! start the workers (each builds its own ring on its own thread and reports back before
+//! `start` returns, so a missing io_uring is a start-up error, not a dead thread), and stop them
+//! through an eventfd each worker's ring is reading.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::files::Snapshot;
+use crate::uring::{Counters, Worker};
+use crate::Error;
+
+/// Pending connections the kernel queues per listener before refusing (nginx uses 511 by
+/// default; we run benchmarks with 10,000 connections opening at once).
+pub const LISTEN_BACKLOG_COUNT: i32 = 4096;
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    files: usize,
+    threads: usize,
+    root: std::path::PathBuf,
+    wakers: Vec<Arc<OwnedFd>>,
+    workers: Vec<JoinHandle<Result<Counters, Error>>>,
+}
+
+/// Something that can ask a server to stop (from another thread or a signal handler thread).
+#[derive(Clone)]
+pub struct Stopper {
+    wakers: Vec<Arc<OwnedFd>>,
+}
+
+impl Stopper {
+    /// Asks every worker to drain and exit. Idempotent.
+    pub fn stop(&self) {
+        for waker in &self.wakers {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+            unsafe {
+                libc::write(
+                    std::os::fd::AsRawFd::as_raw_fd(&**waker),
+                    (&one as *const u64).cast(),
+                    8,
+                );
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Scans the root, binds, and starts `config.threads` workers.
+    pub fn start(config: &Config) -> Result<Server, Error> {
+        raise_fd_limit();
+        let snapshot = Arc::new(Snapshot::scan(&config.root)?);
+        let first = bind(config.addr)?;
+        let addr = first
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") })?;
+        let mut listeners = vec![first];
+        for _ in 1..config.threads {
+            listeners.push(bind(addr)?);
+        }
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut wakers = Vec::new();
+        let mut workers = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let waker = Arc::new(eventfd()?);
+            wakers.push(Arc::clone(&waker));
+            let config = config.clone();
+            let snapshot = Arc::clone(&snapshot);
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("ringserve-{index}"))
+                .spawn(move || {
+                    let listener = OwnedFd::from(listener);
+                    match Worker::new(&config, listener, waker, snapshot) {
+                        Ok(worker) => {
+                            let _ = ready.send(Ok(()));
+                            worker.run()
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Err(Error::Os { what: "worker", source: std::io::Error::other("set-up failed") })
+                        }
+                    }
+                })
+                .map_err(|source| Error::Os { what: "spawn worker thread", source })?;
+            workers.push(handle);
+        }
+        drop(ready_tx);
+        let mut server = Server {
+            addr,
+            files: snapshot.file_count(),
+            threads: config.threads,
+            root: config.root.clone(),
+            wakers,
+            workers,
+        };
+        for _ in 0..server.workers.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    server.stopper().stop();
+                    server.join_quietly();
+                    return Err(e);
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(server)
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of files served.
+    pub fn file_count(&self) -> usize {
+        self.files
+    }
+
+    /// The one-line start-up banner.
+    pub fn banner(&self) -> String {
+        format!(
+            "ringserve: serving {} at http://{}/ (engine io_uring, {} worker thread{}, {} files)",
+            self.root.display(),
+            self.addr,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            self.files
+        )
+    }
+
+    /// A handle that stops the server.
+    pub fn stopper(&self) -> Stopper {
+        Stopper { wakers: self.wakers.clone() }
+    }
+
+    /// Waits for every worker to finish; returns their counters summed.
+    pub fn join(self) -> Result<Counters, Error> {
+        let mut total = Counters::default();
+        for handle in self.workers {
+            let counters = handle
+                .join()
+                .map_err(|_| Error::Os { what: "worker", source: std::io::Error::other("panicked") })??;
+            total.accepted += counters.accepted;
+            total.refused += counters.refused;
+            total.requests += counters.requests;
+            total.enobufs += counters.enobufs;
+            total.accept_errors += counters.accept_errors;
+        }
+        Ok(total)
+    }
+
+    /// Stops the server and waits for it.
+    pub fn shutdown(self) -> Result<Counters, Error> {
+        self.stopper().stop();
+        self.join()
+    }
+
+    fn join_quietly(&mut self) {
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A listening TCP socket with SO_REUSEPORT, so every worker has its own accept queue.
+fn bind(addr: SocketAddr) -> Result<Socket, Error> {
+    let err = |source| Error::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: responses leave at once
+    // without a setsockopt per connection.
+    socket.set_nodelay(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG_COUNT).map_err(err)?;
+    Ok(socket)
+}
+
+fn eventfd() -> Result<OwnedFd, Error> {
+    // SAFETY: eventfd has no pointer arguments; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::Os { what: "eventfd", source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Raises the soft descriptor limit to the hard one (as nginx's worker_rlimit_nofile does), so
+/// 10,000 connections do not hit EMFILE at the default soft limit of 1024.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the local struct only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! The io_uring engine: one worker per thread, each with its own ring, listener, provided
+//! receive buffers, connection slots and pools. Every socket operation (accept, recv, send,
+//! shutdown, close) goes through the ring; the only syscall in steady state is the one
+//! `io_uring_enter` per loop turn that submits new work and waits for completions.
+//!
+//! A turn: publish returned receive buffers, submit and wait, copy a batch of completions out
+//! of the CQ, then dispatch each (reaping is separate from handling, so handlers may push new
+//! entries freely).
+
+pub mod buf_ring;
+pub mod pool;
+pub mod ring;
+pub mod slots;
+pub mod token;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use io_uring::{cqueue, opcode, types, IoUring};
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::files::Snapshot;
+use crate::http::date::DateCache;
+use crate::http::{Status, Version};
+use crate::limits::{CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS};
+use crate::serve::{self, Context, Step};
+use crate::Error;
+
+use buf_ring::{BufRing, BUFFER_GROUP};
+use pool::Pool;
+use slots::{Phase, Slot, Slots, Timer};
+use token::{Op, Token};
+
+/// An input buffer: bytes received and not yet answered.
+type Input = [u8; INPUT_BUFFER_BYTES];
+
+/// Timeouts converted to ticks.
+struct Ticks {
+    header: u64,
+    idle: u64,
+    send: u64,
+    linger: u64,
+    shutdown: u64,
+}
+
+/// Counters kept per worker (read in tests and at exit).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed at once because the worker was full or draining.
+    pub refused: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Multishot recvs ended by an empty buffer ring and re-armed.
+    pub enobufs: u64,
+    /// Accept errors (EMFILE, ENFILE...), each followed by a one-tick back-off.
+    pub accept_errors: u64,
+}
+
+/// One thread's engine. Field order matters: `ring` is declared first so it is dropped first,
+/// and the kernel has let go of every buffer registered with it before `bufs` is freed.
+pub struct Worker {
+    ring: IoUring,
+    bufs: BufRing,
+    slots: Slots,
+    inputs: Pool<Input>,
+    batches: Pool<Batch>,
+    listener: OwnedFd,
+    wake: Arc<OwnedFd>,
+    /// Target of the eventfd read; boxed so its address is fixed while the read is in flight.
+    wake_value: Box<u64>,
+    /// The tick timeout's timespec; boxed for the same reason.
+    tick_spec: Box<types::Timespec>,
+    snapshot: Arc<Snapshot>,
+    date: DateCache,
+    ticks: Ticks,
+    keepalive_requests: u32,
+    max_connections: u32,
+    started: Instant,
+    now: u64,
+    accept_armed: bool,
+    accept_backoff: bool,
+    /// Tick by which a graceful shutdown gives up on in-flight responses.
+    draining_until: Option<u64>,
+    counters: Counters,
+}
+
+impl Worker {
+    /// Sets up the ring and buffers on the calling thread, which must be the one that runs it.
+    pub fn new(
+        config: &Config,
+        listener: OwnedFd,
+        wake: Arc<OwnedFd>,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<Worker, Error> {
+        let (ring, _mode) = ring::build()?;
+        let bufs = BufRing::register(&ring, RECV_BUFFER_COUNT, RECV_BUFFER_BYTES)
+            .map_err(|source| Error::Uring { what: "buffer ring registration", source })?;
+        let secs = |d: std::time::Duration| d.as_secs().max(1);
+        Ok(Worker {
+            ring,
+            bufs,
+            slots: Slots::new(config.max_connections),
+            inputs: Pool::new(|| Box::new([0u8; INPUT_BUFFER_BYTES])),
+            batches: Pool::new(Batch::new),
+            listener,
+            wake,
+            wake_value: Box::new(0),
+            tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
+            snapshot,
+            date: DateCache::new(),
+            ticks: Ticks {
+                header: secs(config.header_timeout),
+                idle: secs(config.keepalive_timeout),
+                send: secs(config.send_timeout),
+                linger: crate::limits::LINGER_TIMEOUT_SECS.into(),
+                shutdown: config.shutdown_timeout.as_secs(),
+            },
+            keepalive_requests: config.keepalive_requests,
+            max_connections: config.max_connections,
+            started: Instant::now(),
+            now: 0,
+            accept_armed: false,
+            accept_backoff: false,
+            draining_until: None,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Runs until a shutdown is requested and every connection is closed.
+    pub fn run(mut self) -> Result<Counters, Error> {
+        self.arm_accept();
+        self.arm_tick();
+        self.arm_wake();
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(CQE_BATCH_COUNT);
+        // The event loop: the one loop that does not end by itself; it ends when a drain
+        // completes.
+        loop {
+            self.bufs.publish();
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                match e.raw_os_error() {
+                    Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                    _ => return Err(Error::Uring { what: "submit", source: e }),
+                }
+            }
+            completions.clear();
+            completions.extend(
+                self.ring
+                    .completion()
+                    .take(CQE_BATCH_COUNT)
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(user_data, result, flags) in &completions {
+                self.dispatch(user_data, result, flags);
+            }
+            if self.draining_until.is_some() && self.slots.live() == 0 {
+                return Ok(self.counters);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, user_data: u64, result: i32, flags: u32) {
+        let Some(token) = Token::unpack(user_data) else {
+            debug_assert!(false, "unknown user_data {user_data:#x}");
+            return;
+        };
+        match token.op {
+            Op::Accept => self.on_accept(result, flags),
+            Op::Recv => self.on_recv(token, result, flags),
+            Op::Send => self.on_send(token, result),
+            Op::Close | Op::Cancel | Op::Shutdown => self.on_other(token),
+            Op::Tick => self.on_tick(),
+            Op::Wake => self.on_wake(result),
+            Op::Reject => {}
+        }
+    }
+
+    // ---- submissions -------------------------------------------------------------------
+
+    fn arm_accept(&mut self) {
+        let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Token::worker(Op::Accept).pack());
+        // SAFETY: multishot accept without a sockaddr carries no pointer.
+        unsafe { ring::push(&mut self.ring, &entry) };
+        self.accept_armed = true;
+    }
+
+    fn arm_tick(&mut self) {
+        let entry = opcode::Timeout::new(&*self.tick_spec as *const types::Timespec)
+            .build()
+            .user_data(Token::worker(Op::Tick).pack());
+        // SAFETY: the timespec is the worker's boxed `tick_spec`, which is never modified and
+        // lives as long as the worker, longer than the ring (dropped first).
+        unsafe { ring::push(&mut self.ring, &entry) };
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(
+            types::Fd(self.wake.as_raw_fd()),
+            (&mut *self.wake_value as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(Token::worker(Op::Wake).pack());
+        // SAFETY: the target is the boxed `wake_value`, owned by the worker, which outlives the
+        // ring; the eventfd is kept open by the `Arc` the worker holds.
+        unsafe { ring::push(&mut self.ring, &entry) };
+    }
+
+    fn arm_recv(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        let token = Token { op: Op::Recv, generation: slot.generation, slot: index };
+        let entry = opcode::RecvMulti::new(types::Fd(slot.fd), BUFFER_GROUP)
+            .build()
+            .user_data(token.pack());
+        slot.recv_armed = true;
+        slot.recv_paused = false;
+        // SAFETY: the recv names a buffer group, not a buffer: the kernel picks buffers from
+        // `bufs`, which outlives the ring.
+        unsafe { ring::push(&mut self.ring, &entry) };
+    }
+
+    /// Sends the slot's batch if one is ready and no send is in flight.
+    fn flush(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if slot.sending {
+            return;
+        }
+        let Some(batch_index) = slot.batch else { return };
+        let batch = self.batches.get(batch_index);
+        if batch.is_empty() {
+            batch.clear();
+            self.batches.put(batch_index);
+            slot.batch = None;
+            return;
+        }
+        let token = Token { op: Op::Send, generation: slot.generation, slot: index };
+        let entry = opcode::SendMsg::new(types::Fd(slot.fd), batch.msghdr())
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(token.pack());
+        slot.sending = true;
+        // SAFETY: the msghdr and its iovecs live inside the boxed batch, which stays assigned
+        // to this slot (`slot.batch`) and unmodified until `on_send` reaps this send. The
+        // iovecs point into the batch's own head area or into file mappings owned by the
+        // snapshot the batch holds an `Arc` to (batch.rs invariant).
+        unsafe { ring::push(&mut self.ring, &entry) };
+        self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
+    }
+
+    fn push_slot_op(&mut self, index: u32, op: Op, entry: io_uring::squeue::Entry) {
+        let slot = self.slots.get(index);
+        let token = Token { op, generation: slot.generation, slot: index };
+        slot.other_ops += 1;
+        // SAFETY: close, shutdown and cancel entries carry no pointers.
+        unsafe { ring::push(&mut self.ring, &entry.user_data(token.pack())) };
+    }
+
+    // ---- completions -------------------------------------------------------------------
+
+    fn on_accept(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if result < 0 {
+            if result != -libc::ECANCELED {
+                self.counters.accept_errors += 1;
+                // EMFILE/ENFILE/ENOMEM: retry on the next tick, not in a busy loop.
+                self.accept_backoff = true;
+            }
+        } else {
+            self.on_accepted(result);
+        }
+        if !self.accept_armed && !self.accept_backoff && self.draining_until.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    fn on_accepted(&mut self, fd: RawFd) {
+        let refuse = self.slots.live() >= self.max_connections || self.draining_until.is_some();
+        let opened = if refuse { None } else { self.slots.open(fd) };
+        match opened {
+            Some(index) => {
+                self.counters.accepted += 1;
+                self.arm_recv(index);
+                self.slots.arm(index, Timer::Header, self.now + self.ticks.header);
+            }
+            None => {
+                self.counters.refused += 1;
+                let entry = opcode::Close::new(types::Fd(fd))
+                    .build()
+                    .user_data(Token::worker(Op::Reject).pack());
+                // SAFETY: close carries no pointer.
+                unsafe { ring::push(&mut self.ring, &entry) };
+            }
+        }
+    }
+
+    fn on_recv(&mut self, token: Token, result: i32, flags: u32) {
+        let buffer = cqueue::buffer_select(flags);
+        let Some(slot) = self.slots.current(token.slot, token.generation) else {
+            if let Some(bid) = buffer {
+                self.bufs.give_back(bid);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            slot.recv_armed = false;
+        }
+        let phase = slot.phase;
+        match (result, buffer) {
+            (n, Some(bid)) if n > 0 => match phase {
+                Phase::Open => self.on_data(token.slot, bid, n as usize),
+                Phase::Lingering | Phase::Closing | Phase::Free => self.bufs.give_back(bid),
+            },
+            (0, _) => self.on_eof(token.slot),
+            (e, _) if e == -libc::ENOBUFS => self.counters.enobufs += 1,
+            (e, _) if e == -libc::ECANCELED => {}
+            _ => self.begin_close(token.slot),
+        }
+        let slot = self.slots.get(token.slot);
+        let wants_recv = matches!(slot.phase, Phase::Open | Phase::Lingering);
+        if wants_recv && !slot.recv_armed && !slot.recv_paused && !slot.eof {
+            self.arm_recv(token.slot);
+        }
+        self.finish_close(token.slot);
+    }
+
+    /// The client closed its side. Answer what is already queued, then close.
+    fn on_eof(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        slot.eof = true; // nothing more will come: never re-arm
+        match slot.phase {
+            Phase::Open if slot.sending => slot.close_after_send = true,
+            Phase::Open | Phase::Lingering => self.begin_close(index),
+            Phase::Closing | Phase::Free => {}
+        }
+    }
+
+    fn on_data(&mut self, index: u32, bid: u16, len: usize) {
+        let slot = self.slots.get(index);
+        let fast = slot.input.is_none() && slot.held.is_none() && !slot.sending;
+        if fast {
+            let data = self.bufs.data(bid, len);
+            let consumed = serve_all(
+                self.slots.get(index),
+                data,
+                &mut self.batches,
+                &self.snapshot,
+                &self.date,
+                self.keepalive_requests,
+            );
+            if consumed < data.len() {
+                let input_index = self.inputs.take();
+                let input = self.inputs.get(input_index);
+                let rest = &data[consumed..];
+                input[..rest.len()].copy_from_slice(rest);
+                let slot = self.slots.get(index);
+                slot.input = Some(input_index);
+                slot.input_len = rest.len() as u32;
+            }
+            self.bufs.give_back(bid);
+        } else {
+            self.absorb(index, bid, len);
+            self.drain_input(index);
+        }
+        self.after_progress(index);
+    }
+
+    /// Copies received bytes behind the slot's pending input, or holds the buffer and pauses
+    /// receiving when the input buffer is full (the client pipelines faster than it reads).
+    fn absorb(&mut self, index: u32, bid: u16, len: usize) {
+        let slot = self.slots.get(index);
+        let input_len = slot.input_len as usize;
+        if input_len + len > INPUT_BUFFER_BYTES {
+            if slot.held.is_some() {
+                // Only a completion racing our cancel can land here; dropping its bytes would
+                // corrupt the stream, so the connection goes.
+                self.bufs.give_back(bid);
+                self.begin_close(index);
+                return;
+            }
+            slot.held = Some((bid, len as u32));
+            let cancel = slot.recv_armed && !slot.recv_paused;
+            slot.recv_paused = true;
+            if cancel {
+                let recv = Token { op: Op::Recv, generation: slot.generation, slot: index };
+                self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(recv.pack()).build());
+            }
+            return;
+        }
+        let input_index = *slot.input.get_or_insert_with(|| self.inputs.take());
+        slot.input_len += len as u32;
+        let data = self.bufs.data(bid, len);
+        self.inputs.get(input_index)[input_len..input_len + len].copy_from_slice(data);
+        self.bufs.give_back(bid);
+    }
+
+    /// Serves from the input buffer until it is empty, the batch is full, or a send is needed.
+    fn drain_input(&mut self, index: u32) {
+        loop {
+            let slot = self.slots.get(index);
+            if slot.sending || slot.phase != Phase::Open {
+                return;
+            }
+            if let Some(input_index) = slot.input {
+                let len = slot.input_len as usize;
+                let input = self.inputs.get(input_index);
+                let consumed = serve_all(
+                    self.slots.get(index),
+                    &input[..len],
+                    &mut self.batches,
+                    &self.snapshot,
+                    &self.date,
+                    self.keepalive_requests,
+                );
+                input.copy_within(consumed..len, 0);
+                let slot = self.slots.get(index);
+                slot.input_len = (len - consumed) as u32;
+                if slot.input_len == 0 {
+                    slot.input = None;
+                    self.inputs.put(input_index);
+                }
+            }
+            let slot = self.slots.get(index);
+            let Some((bid, held_len)) = slot.held else { return };
+            if slot.input_len as usize + held_len as usize > INPUT_BUFFER_BYTES {
+                return; // a send must drain what is buffered first
+            }
+            slot.held = None;
+            self.absorb(index, bid, held_len as usize);
+        }
+    }
+
+    /// After handling input or a send: send what is queued, resume receiving, pick the timer.
+    fn after_progress(&mut self, index: u32) {
+        self.flush(index);
+        let slot = self.slots.get(index);
+        if slot.phase != Phase::Open {
+            return;
+        }
+        let resume = slot.recv_paused
+            && slot.held.is_none()
+            && !slot.recv_armed
+            && slot.other_ops == 0
+            && !slot.close_after_send
+            && (slot.input_len as usize) < INPUT_BUFFER_BYTES / 2;
+        if resume && !slot.eof {
+            self.arm_recv(index);
+        }
+        let slot = self.slots.get(index);
+        if slot.sending {
+            return; // flush armed the send timer
+        }
+        let timer = if slot.input.is_some() { Timer::Header } else { Timer::Idle };
+        if slot.timer != timer {
+            let ticks = if timer == Timer::Header { self.ticks.header } else { self.ticks.idle };
+            self.slots.arm(index, timer, self.now + ticks);
+        }
+    }
+
+    fn on_send(&mut self, token: Token, result: i32) {
+        let Some(slot) = self.slots.current(token.slot, token.generation) else {
+            debug_assert!(false, "a slot is never released with a send in flight");
+            return;
+        };
+        slot.sending = false;
+        let batch_index = slot.batch.expect("a send in flight has a batch");
+        let phase = slot.phase;
+        if phase != Phase::Open || result < 0 {
+            self.release_batch(token.slot);
+            if phase == Phase::Open {
+                self.begin_close(token.slot); // EPIPE, ECONNRESET...
+            }
+            self.finish_close(token.slot);
+            return;
+        }
+        if !self.batches.get(batch_index).advance(result as usize) {
+            self.flush(token.slot); // short send: resume where it stopped
+            return;
+        }
+        self.release_batch(token.slot);
+        self.counters.requests += 1;
+        if self.slots.get(token.slot).close_after_send {
+            self.begin_linger(token.slot);
+            return;
+        }
+        self.drain_input(token.slot);
+        self.after_progress(token.slot);
+    }
+
+    fn release_batch(&mut self, index: u32) {
+        if let Some(batch_index) = self.slots.get(index).batch.take() {
+            self.batches.get(batch_index).clear();
+            self.batches.put(batch_index);
+        }
+    }
+
+    fn on_other(&mut self, token: Token) {
+        let Some(slot) = self.slots.current(token.slot, token.generation) else {
+            debug_assert!(false, "a slot is never released with an operation in flight");
+            return;
+        };
+        slot.other_ops -= 1;
+        self.finish_close(token.slot);
+    }
+
+    // ---- closing -----------------------------------------------------------------------
+
+    /// After the last response: half-close and read until the client closes, so it receives
+    /// the response rather than a reset caused by unread bytes.
+    fn begin_linger(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if !slot.recv_armed || slot.phase != Phase::Open {
+            self.begin_close(index);
+            return;
+        }
+        slot.phase = Phase::Lingering;
+        let fd = slot.fd;
+        self.drop_input(index);
+        self.push_slot_op(index, Op::Shutdown, opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build());
+        self.slots.arm(index, Timer::Linger, self.now + self.ticks.linger);
+    }
+
+    /// Starts closing: cancel what is in flight, close the socket once it all completed.
+    fn begin_close(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if slot.phase == Phase::Closing || slot.phase == Phase::Free {
+            return;
+        }
+        slot.phase = Phase::Closing;
+        let generation = slot.generation;
+        let (recv_armed, sending) = (slot.recv_armed, slot.sending);
+        self.slots.disarm(index);
+        self.drop_input(index);
+        if recv_armed {
+            let recv = Token { op: Op::Recv, generation, slot: index };
+            self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(recv.pack()).build());
+        }
+        if sending {
+            let send = Token { op: Op::Send, generation, slot: index };
+            self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(send.pack()).build());
+        } else {
+            self.release_batch(index);
+        }
+        self.finish_close(index);
+    }
+
+    fn drop_input(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if let Some(input_index) = slot.input.take() {
+            slot.input_len = 0;
+            self.inputs.put(input_index);
+        }
+        let slot = self.slots.get(index);
+        if let Some((bid, _)) = slot.held.take() {
+            self.bufs.give_back(bid);
+        }
+    }
+
+    /// Submits the close once nothing else is in flight; frees the slot once it completed.
+    fn finish_close(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if slot.phase != Phase::Closing || slot.recv_armed || slot.sending {
+            return;
+        }
+        if !slot.close_submitted {
+            slot.close_submitted = true;
+            let fd = slot.fd;
+            self.push_slot_op(index, Op::Close, opcode::Close::new(types::Fd(fd)).build());
+            return;
+        }
+        if slot.other_ops == 0 {
+            self.slots.release(index);
+        }
+    }
+
+    // ---- time and shutdown -------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        self.now = self.started.elapsed().as_millis() as u64 / TICK_MILLIS;
+        self.date.refresh(SystemTime::now());
+        self.expire_timers();
+        self.inputs.trim();
+        self.batches.trim();
+        if self.accept_backoff && self.draining_until.is_none() {
+            self.accept_backoff = false;
+            if !self.accept_armed {
+                self.arm_accept();
+            }
+        }
+        if let Some(until) = self.draining_until {
+            if self.now >= until {
+                let live: Vec<u32> = self.slots.in_use().collect();
+                for index in live {
+                    self.begin_close(index);
+                }
+            }
+        }
+        self.arm_tick();
+    }
+
+    fn expire_timers(&mut self) {
+        while let Some(index) = self.slots.pop_expired(Timer::Header, self.now) {
+            if self.slots.get(index).input.is_some() {
+                self.respond_timeout(index);
+            } else {
+                self.begin_close(index);
+            }
+        }
+        for timer in [Timer::Idle, Timer::Send, Timer::Linger] {
+            while let Some(index) = self.slots.pop_expired(timer, self.now) {
+                self.begin_close(index);
+            }
+        }
+    }
+
+    /// 408 for a client that did not finish its request head in time, then close.
+    fn respond_timeout(&mut self, index: u32) {
+        self.drop_input(index);
+        let slot = self.slots.get(index);
+        if slot.sending || slot.phase != Phase::Open {
+            self.begin_close(index);
+            return;
+        }
+        let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
+        slot.close_after_send = true;
+        let ctx = Context { snapshot: &self.snapshot, date: self.date.bytes(), last_request: true };
+        let batch = self.batches.get(batch_index);
+        batch.hold(&self.snapshot);
+        if serve::push_error(batch, &ctx, Status::RequestTimeout, false, false, Version::Http11).is_err() {
+            self.begin_close(index);
+            return;
+        }
+        self.flush(index);
+    }
+
+    fn on_wake(&mut self, result: i32) {
+        if result < 0 && result != -libc::ECANCELED {
+            self.arm_wake();
+            return;
+        }
+        if self.draining_until.is_some() {
+            return;
+        }
+        self.draining_until = Some(self.now + self.ticks.shutdown);
+        if self.accept_armed {
+            let accept = Token::worker(Op::Accept).pack();
+            let entry = opcode::AsyncCancel::new(accept).build().user_data(Token::worker(Op::Reject).pack());
+            // SAFETY: cancel carries no pointer.
+            unsafe { ring::push(&mut self.ring, &entry) };
+        }
+        let live: Vec<u32> = self.slots.in_use().collect();
+        for index in live {
+            let slot = self.slots.get(index);
+            if slot.phase == Phase::Open && !slot.sending {
+                self.begin_close(index);
+            } else {
+                slot.close_after_send = true;
+            }
+        }
+    }
+}
+
+/// Serves every complete request at the start of `input` into the slot's batch; returns the
+/// bytes used. Stops at a partial head, a full batch, or a response that ends the connection.
+fn serve_all(
+    slot: &mut Slot,
+    input: &[u8],
+    batches: &mut Pool<Batch>,
+    snapshot: &Arc<Snapshot>,
+    date: &DateCache,
+    keepalive_requests: u32,
+) -> usize {
+    let mut pos = 0;
+    loop {
+        if slot.close_after_send {
+            return input.len(); // nothing after a closing response is answered
+        }
+        if slot.skip_bytes > 0 {
+            let skip = slot.skip_bytes.min((input.len() - pos) as u64);
+            pos += skip as usize;
+            slot.skip_bytes -= skip;
+        }
+        if pos == input.len() {
+            return pos;
+        }
+        let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
+        let ctx = Context {
+            snapshot,
+            date: date.bytes(),
+            last_request: slot.requests + 1 >= keepalive_requests,
+        };
+        match serve::serve(&input[pos..], &ctx, batches.get(batch_index)) {
+            Step::Partial | Step::Full => return pos,
+            Step::Responded { consumed, skip_bytes, close } => {
+                pos += consumed;
+                slot.requests += 1;
+                slot.skip_bytes = skip_bytes;
+                slot.close_after_send = close;
+            }
+        }
+    }
+}

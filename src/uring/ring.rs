@@ -1,0 +1,101 @@
+//! Ring set-up: the strongest setup flags the kernel accepts, a clear error when io_uring is
+//! unavailable, and the one function that pushes submission entries.
+//!
+//! Kernel floor: 6.0 (multishot recv, SINGLE_ISSUER). DEFER_TASKRUN (6.1) is used when present,
+//! else COOP_TASKRUN (5.19).
+
+use io_uring::{opcode, squeue, IoUring};
+
+use crate::limits::{CQ_ENTRIES, SQ_ENTRIES};
+use crate::Error;
+
+/// Which task-run mode the ring got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRun {
+    /// SINGLE_ISSUER + DEFER_TASKRUN: completions are processed only when we wait (6.1+).
+    Defer,
+    /// SINGLE_ISSUER + COOP_TASKRUN: no interrupting IPIs (6.0).
+    Coop,
+}
+
+/// Builds a ring for the calling thread, the only thread that will ever submit to it.
+pub fn build() -> Result<(IoUring, TaskRun), Error> {
+    let defer = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_submit_all()
+        .build(SQ_ENTRIES);
+    let ring = match defer {
+        Ok(ring) => (ring, TaskRun::Defer),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let coop = IoUring::builder()
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(SQ_ENTRIES)
+                .map_err(|source| Error::Uring { what: "setup", source })?;
+            (coop, TaskRun::Coop)
+        }
+        Err(source) => return Err(Error::Uring { what: "setup", source }),
+    };
+    check_features(&ring.0)?;
+    Ok(ring)
+}
+
+/// Refuses kernels that lack what the engine relies on, naming the missing piece.
+fn check_features(ring: &IoUring) -> Result<(), Error> {
+    let params = ring.params();
+    if !params.is_feature_nodrop() {
+        return Err(missing("completion-queue NODROP (Linux 5.5)"));
+    }
+    if !params.is_feature_fast_poll() {
+        return Err(missing("FAST_POLL (Linux 5.7)"));
+    }
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|source| Error::Uring { what: "probe", source })?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::Close::CODE, "close"),
+        (opcode::Shutdown::CODE, "shutdown"),
+        (opcode::Timeout::CODE, "timeout"),
+        (opcode::AsyncCancel::CODE, "async cancel"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(Error::Uring {
+                what: name,
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn missing(feature: &'static str) -> Error {
+    Error::Uring { what: feature, source: std::io::Error::from_raw_os_error(libc::EINVAL) }
+}
+
+/// Pushes `entry`, submitting first if the submission queue is full.
+///
+/// # Safety
+/// Every buffer, iovec, msghdr and timespec the entry points to must stay valid and unmoved
+/// until its completion (the last one, for multishot operations) has been reaped.
+pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) {
+    loop {
+        // SAFETY: forwarded from this function's contract.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return;
+        }
+        // The SQ is full: hand what is queued to the kernel and retry. Completions are not
+        // lost by this: the CQ is sized for them and NODROP is required at set-up.
+        if let Err(e) = ring.submit() {
+            if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                panic!("io_uring submit failed with a full queue: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Connection slots: a fixed array allocated at start-up, a free list, and the timer lists.
+//!
+//! **Invariants.** The slot array never grows, so nothing about a slot moves while the kernel
+//! holds a token for it. A slot returns to the free list only when no operation on it is in
+//! flight (`Slot::is_quiet`), and its generation is bumped then, so a late completion for the
+//! old connection is recognized as stale.
+//!
+//! Timers: each timeout kind has a fixed duration, so a FIFO list per kind is also sorted by
+//! deadline; arming moves a slot to the tail in O(1) and the tick pops expired slots from the
+//! head. No heap, no per-connection timer op in the ring.
+
+use std::os::fd::RawFd;
+
+use super::token::GENERATION_MASK;
+
+/// Marks the end of an intrusive list.
+const NIL: u32 = u32::MAX;
+
+/// Which timeout a connection is waiting on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// No timer (closing).
+    None = 0,
+    /// Waiting for a request head to complete.
+    Header = 1,
+    /// Idle keep-alive between requests.
+    Idle = 2,
+    /// A send is making no progress.
+    Send = 3,
+    /// Half-closed, draining the client's last bytes.
+    Linger = 4,
+}
+
+/// Number of timer lists (every kind but `None`).
+const TIMER_KINDS: usize = 4;
+
+/// The life of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not in use.
+    Free,
+    /// Reading requests, sending responses.
+    Open,
+    /// We sent our last response and half-closed (SHUT_WR); discarding input until the client
+    /// closes or the linger timer fires, so the client reads the response instead of a reset.
+    Lingering,
+    /// Waiting for in-flight operations to finish, then closing the socket.
+    Closing,
+}
+
+/// One connection's state. About 64 bytes; buffers are borrowed from pools only while used.
+pub struct Slot {
+    /// The socket.
+    pub fd: RawFd,
+    /// Bumped when the slot is freed; part of every token.
+    pub generation: u32,
+    /// Where the connection is in its life.
+    pub phase: Phase,
+    /// A multishot recv is armed (its final completion has not arrived).
+    pub recv_armed: bool,
+    /// Recv was stopped on purpose (input buffer full); re-arm once input drains.
+    pub recv_paused: bool,
+    /// The client closed its side (recv returned 0): never re-arm recv.
+    pub eof: bool,
+    /// A sendmsg is in flight.
+    pub sending: bool,
+    /// Close, cancel and shutdown operations in flight.
+    pub other_ops: u8,
+    /// The Close op was submitted.
+    pub close_submitted: bool,
+    /// Close the connection once the current batch is sent.
+    pub close_after_send: bool,
+    /// Index of the input buffer holding unprocessed bytes, if any.
+    pub input: Option<u32>,
+    /// Bytes held in the input buffer.
+    pub input_len: u32,
+    /// A received buffer we could not absorb yet (buffer id, byte count).
+    pub held: Option<(u16, u32)>,
+    /// Index of the batch being filled or sent, if any.
+    pub batch: Option<u32>,
+    /// Request-body bytes still to discard.
+    pub skip_bytes: u64,
+    /// Requests answered on this connection.
+    pub requests: u32,
+    /// The timer list the slot is in.
+    pub timer: Timer,
+    /// Tick at which the timer expires.
+    deadline: u64,
+    prev: u32,
+    next: u32,
+}
+
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            fd: -1,
+            generation: 0,
+            phase: Phase::Free,
+            recv_armed: false,
+            recv_paused: false,
+            eof: false,
+            sending: false,
+            other_ops: 0,
+            close_submitted: false,
+            close_after_send: false,
+            input: None,
+            input_len: 0,
+            held: None,
+            batch: None,
+            skip_bytes: 0,
+            requests: 0,
+            timer: Timer::None,
+            deadline: 0,
+            prev: NIL,
+            next: NIL,
+        }
+    }
+
+    /// No operation on this slot is in flight.
+    pub fn is_quiet(&self) -> bool {
+        !self.recv_armed && !self.sending && self.other_ops == 0
+    }
+}
+
+/// All slots of a worker plus the free list and timer lists.
+pub struct Slots {
+    slots: Box<[Slot]>,
+    free: Vec<u32>,
+    heads: [u32; TIMER_KINDS],
+    tails: [u32; TIMER_KINDS],
+    live: u32,
+}
+
+impl Slots {
+    /// `count` empty slots.
+    pub fn new(count: u32) -> Slots {
+        let slots: Box<[Slot]> = (0..count).map(|_| Slot::empty()).collect();
+        assert_eq!(slots.len(), count as usize);
+        Slots {
+            slots,
+            free: (0..count).rev().collect(),
+            heads: [NIL; TIMER_KINDS],
+            tails: [NIL; TIMER_KINDS],
+            live: 0,
+        }
+    }
+
+    /// Takes a free slot for socket `fd`.
+    pub fn open(&mut self, fd: RawFd) -> Option<u32> {
+        let index = self.free.pop()?;
+        let slot = &mut self.slots[index as usize];
+        assert_eq!(slot.phase, Phase::Free);
+        let generation = slot.generation;
+        *slot = Slot::empty();
+        slot.generation = generation;
+        slot.fd = fd;
+        slot.phase = Phase::Open;
+        self.live += 1;
+        Some(index)
+    }
+
+    /// Returns a slot whose socket is closed and whose operations have all completed.
+    pub fn release(&mut self, index: u32) {
+        self.disarm(index);
+        let slot = &mut self.slots[index as usize];
+        assert!(slot.is_quiet() && slot.phase == Phase::Closing, "slot released while busy");
+        assert!(slot.input.is_none() && slot.batch.is_none() && slot.held.is_none());
+        slot.phase = Phase::Free;
+        slot.fd = -1;
+        slot.generation = (slot.generation + 1) & GENERATION_MASK;
+        self.live -= 1;
+        self.free.push(index);
+    }
+
+    /// The slot at `index`.
+    pub fn get(&mut self, index: u32) -> &mut Slot {
+        &mut self.slots[index as usize]
+    }
+
+    /// The slot at `index`, if the token's generation is current.
+    pub fn current(&mut self, index: u32, generation: u32) -> Option<&mut Slot> {
+        let slot = self.slots.get_mut(index as usize)?;
+        (slot.phase != Phase::Free && slot.generation == generation).then_some(slot)
+    }
+
+    /// Open connections.
+    pub fn live(&self) -> u32 {
+        self.live
+    }
+
+    /// Indices of every slot in use (for shutdown).
+    pub fn in_use(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().enumerate().filter(|(_, s)| s.phase != Phase::Free).map(|(i, _)| i as u32)
+    }
+
+    /// Puts the slot at the tail of `timer`'s list, expiring at tick `deadline`.
+    pub fn arm(&mut self, index: u32, timer: Timer, deadline: u64) {
+        self.disarm(index);
+        if timer == Timer::None {
+            return;
+        }
+        let kind = timer as usize - 1;
+        let tail = self.tails[kind];
+        {
+            let slot = &mut self.slots[index as usize];
+            slot.timer = timer;
+            slot.deadline = deadline;
+            slot.prev = tail;
+            slot.next = NIL;
+        }
+        if tail == NIL {
+            self.heads[kind] = index;
+        } else {
+            self.slots[tail as usize].next = index;
+        }
+        self.tails[kind] = index;
+    }
+
+    /// Takes the slot out of its timer list.
+    pub fn disarm(&mut self, index: u32) {
+        let (timer, prev, next) = {
+            let slot = &self.slots[index as usize];
+            (slot.timer, slot.prev, slot.next)
+        };
+        if timer == Timer::None {
+            return;
+        }
+        let kind = timer as usize - 1;
+        if prev == NIL {
+            self.heads[kind] = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tails[kind] = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        let slot = &mut self.slots[index as usize];
+        slot.timer = Timer::None;
+        slot.prev = NIL;
+        slot.next = NIL;
+    }
+
+    /// The first slot of `timer`'s list if it expired by tick `now`; it is disarmed.
+    pub fn pop_expired(&mut self, timer: Timer, now: u64) -> Option<u32> {
+        let head = self.heads[timer as usize - 1];
+        if head == NIL || self.slots[head as usize].deadline > now {
+            return None;
+        }
+        self.disarm(head);
+        Some(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_expire_in_deadline_order_and_rearming_moves_to_tail() {
+        let mut slots = Slots::new(4);
+        let a = slots.open(10).unwrap();
+        let b = slots.open(11).unwrap();
+        let c = slots.open(12).unwrap();
+        slots.arm(a, Timer::Idle, 5);
+        slots.arm(b, Timer::Idle, 6);
+        slots.arm(c, Timer::Idle, 7);
+        slots.arm(a, Timer::Idle, 8); // activity on a
+        assert_eq!(slots.pop_expired(Timer::Idle, 4), None);
+        assert_eq!(slots.pop_expired(Timer::Idle, 7), Some(b));
+        assert_eq!(slots.pop_expired(Timer::Idle, 7), Some(c));
+        assert_eq!(slots.pop_expired(Timer::Idle, 7), None);
+        slots.arm(a, Timer::Send, 9);
+        assert_eq!(slots.pop_expired(Timer::Idle, 100), None);
+        assert_eq!(slots.pop_expired(Timer::Send, 100), Some(a));
+    }
+
+    #[test]
+    fn slots_are_reused_with_a_new_generation() {
+        let mut slots = Slots::new(1);
+        let a = slots.open(3).unwrap();
+        assert!(slots.open(4).is_none(), "capacity is fixed");
+        let generation = slots.get(a).generation;
+        slots.get(a).phase = Phase::Closing;
+        slots.release(a);
+        assert!(slots.current(a, generation).is_none());
+        let b = slots.open(5).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(slots.get(b).generation, generation);
+    }
+}
