@@ -58,7 +58,8 @@ impl Batch {
 
     /// Whether one more response of any kind fits.
     pub fn has_room(&self) -> bool {
-        self.iov_len + 2 <= self.iov.len() && self.heads.len() - self.heads_len >= RESPONSE_HEAD_BYTES_MAX
+        self.iov_len + 2 <= self.iov.len()
+            && self.heads.len() - self.heads_len >= RESPONSE_HEAD_BYTES_MAX
     }
 
     /// Pins the snapshot whose mappings the queued bodies point into.

@@ -59,11 +59,9 @@ impl Server {
         raise_fd_limit();
         let snapshot = Arc::new(Snapshot::scan(&config.root)?);
         let first = bind(config.addr)?;
-        let addr = first
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .ok_or_else(|| Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") })?;
+        let addr = first.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
+            Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") }
+        })?;
         let mut listeners = vec![first];
         for _ in 1..config.threads {
             listeners.push(bind(addr)?);
@@ -88,7 +86,10 @@ impl Server {
                         }
                         Err(e) => {
                             let _ = ready.send(Err(e));
-                            Err(Error::Os { what: "worker", source: std::io::Error::other("set-up failed") })
+                            Err(Error::Os {
+                                what: "worker",
+                                source: std::io::Error::other("set-up failed"),
+                            })
                         }
                     }
                 })
@@ -149,9 +150,10 @@ impl Server {
     pub fn join(self) -> Result<Counters, Error> {
         let mut total = Counters::default();
         for handle in self.workers {
-            let counters = handle
-                .join()
-                .map_err(|_| Error::Os { what: "worker", source: std::io::Error::other("panicked") })??;
+            let counters = handle.join().map_err(|_| Error::Os {
+                what: "worker",
+                source: std::io::Error::other("panicked"),
+            })??;
             total.accepted += counters.accepted;
             total.refused += counters.refused;
             total.requests += counters.requests;
@@ -177,8 +179,9 @@ impl Server {
 /// A listening TCP socket with SO_REUSEPORT, so every worker has its own accept queue.
 fn bind(addr: SocketAddr) -> Result<Socket, Error> {
     let err = |source| Error::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
+            .map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_reuse_port(true).map_err(err)?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux: responses leave at once
@@ -205,7 +208,8 @@ fn raise_fd_limit() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write the local struct only.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

@@ -120,7 +120,10 @@ impl Snapshot {
                     }
                 } else if meta.is_file() {
                     if snapshot.files.len() >= FILES_MAX {
-                        return Err(Error::TooManyFiles { root: root.to_path_buf(), max: FILES_MAX });
+                        return Err(Error::TooManyFiles {
+                            root: root.to_path_buf(),
+                            max: FILES_MAX,
+                        });
                     }
                     let file = Entry::open(&real, &name)
                         .map_err(|source| Error::Scan { path: path.clone(), source })?;

@@ -27,7 +27,8 @@ impl DateCache {
             return;
         }
         self.second = second;
-        let formatted = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(second));
+        let formatted =
+            httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(second));
         let bytes = formatted.as_bytes();
         debug_assert_eq!(bytes.len(), DATE_BYTES);
         if bytes.len() == DATE_BYTES {

@@ -185,7 +185,10 @@ fn interpret<'a>(req: &httparse::Request<'_, 'a>, head_len: usize) -> Result<Req
 }
 
 /// Collects the fields we act on and enforces the framing rules of RFC 9112 section 6.
-fn read_fields<'a>(fields: &[httparse::Header<'a>], request: &mut Request<'a>) -> Result<(), Reject> {
+fn read_fields<'a>(
+    fields: &[httparse::Header<'a>],
+    request: &mut Request<'a>,
+) -> Result<(), Reject> {
     let mut host_count = 0u32;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
@@ -306,9 +309,7 @@ fn method_of(token: &str) -> Method {
     match token {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
-        "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => {
-            Method::NotAllowed
-        }
+        "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::NotAllowed,
         _ => Method::Unknown,
     }
 }

@@ -37,9 +37,7 @@ impl Status {
             Status::PreconditionFailed => b"HTTP/1.1 412 Precondition Failed\r\n",
             Status::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\n",
             Status::RangeNotSatisfiable => b"HTTP/1.1 416 Range Not Satisfiable\r\n",
-            Status::HeaderFieldsTooLarge => {
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            }
+            Status::HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
             Status::VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         }

@@ -84,6 +84,9 @@ fn http10_closes_unless_asked_to_keep_alive() {
 #[test]
 fn a_body_on_get_is_skipped_not_parsed() {
     let (_dir, snap) = root();
-    let (step, _) = run(&snap, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\nGET /evil HTTP/1.1\r\n");
+    let (step, _) = run(
+        &snap,
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\nGET /evil HTTP/1.1\r\n",
+    );
     assert_eq!(step, Step::Responded { consumed: 47, skip_bytes: 20, close: false });
 }

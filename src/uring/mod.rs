@@ -24,13 +24,15 @@ use crate::config::Config;
 use crate::files::Snapshot;
 use crate::http::date::DateCache;
 use crate::http::{Status, Version};
-use crate::limits::{CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS};
+use crate::limits::{
+    CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
+};
 use crate::serve::{self, Context, Step};
 use crate::Error;
 
 use buf_ring::{BufRing, BUFFER_GROUP};
 use pool::Pool;
-use slots::{Phase, Slot, Slots, Timer};
+use slots::{Phase, Slot, Slots, Timer, NO_BUFFER};
 use token::{Op, Token};
 
 /// An input buffer: bytes received and not yet answered.
@@ -66,6 +68,9 @@ pub struct Worker {
     ring: IoUring,
     bufs: BufRing,
     slots: Slots,
+    /// Per receive buffer: the next buffer held by the same connection, and the byte count.
+    held_next: Box<[u16]>,
+    held_len: Box<[u32]>,
     inputs: Pool<Input>,
     batches: Pool<Batch>,
     listener: OwnedFd,
@@ -104,6 +109,8 @@ impl Worker {
             ring,
             bufs,
             slots: Slots::new(config.max_connections),
+            held_next: vec![NO_BUFFER; usize::from(RECV_BUFFER_COUNT)].into_boxed_slice(),
+            held_len: vec![0; usize::from(RECV_BUFFER_COUNT)].into_boxed_slice(),
             inputs: Pool::new(|| Box::new([0u8; INPUT_BUFFER_BYTES])),
             batches: Pool::new(Batch::new),
             listener,
@@ -344,7 +351,7 @@ impl Worker {
 
     fn on_data(&mut self, index: u32, bid: u16, len: usize) {
         let slot = self.slots.get(index);
-        let fast = slot.input.is_none() && slot.held.is_none() && !slot.sending;
+        let fast = slot.input.is_none() && slot.held_head == NO_BUFFER && !slot.sending;
         if fast {
             let data = self.bufs.data(bid, len);
             let consumed = serve_all(
@@ -372,20 +379,22 @@ impl Worker {
         self.after_progress(index);
     }
 
-    /// Copies received bytes behind the slot's pending input, or holds the buffer and pauses
-    /// receiving when the input buffer is full (the client pipelines faster than it reads).
+    /// Copies received bytes behind the slot's pending input; when the input buffer is full
+    /// (the client pipelines faster than it reads responses), holds the receive buffer and
+    /// stops receiving until the backlog drains. Completions already in the CQ when the recv
+    /// is cancelled are held too, in arrival order: no byte is dropped.
     fn absorb(&mut self, index: u32, bid: u16, len: usize) {
         let slot = self.slots.get(index);
         let input_len = slot.input_len as usize;
-        if input_len + len > INPUT_BUFFER_BYTES {
-            if slot.held.is_some() {
-                // Only a completion racing our cancel can land here; dropping its bytes would
-                // corrupt the stream, so the connection goes.
-                self.bufs.give_back(bid);
-                self.begin_close(index);
-                return;
+        if slot.held_head != NO_BUFFER || input_len + len > INPUT_BUFFER_BYTES {
+            self.held_next[usize::from(bid)] = NO_BUFFER;
+            self.held_len[usize::from(bid)] = len as u32;
+            if slot.held_tail == NO_BUFFER {
+                slot.held_head = bid;
+            } else {
+                self.held_next[usize::from(slot.held_tail)] = bid;
             }
-            slot.held = Some((bid, len as u32));
+            slot.held_tail = bid;
             let cancel = slot.recv_armed && !slot.recv_paused;
             slot.recv_paused = true;
             if cancel {
@@ -394,11 +403,38 @@ impl Worker {
             }
             return;
         }
+        self.copy_to_input(index, bid, len);
+    }
+
+    /// Appends a receive buffer's bytes to the slot's input (the caller checked the room) and
+    /// gives the buffer back.
+    fn copy_to_input(&mut self, index: u32, bid: u16, len: usize) {
+        let slot = self.slots.get(index);
+        let input_len = slot.input_len as usize;
+        debug_assert!(input_len + len <= INPUT_BUFFER_BYTES);
         let input_index = *slot.input.get_or_insert_with(|| self.inputs.take());
         slot.input_len += len as u32;
         let data = self.bufs.data(bid, len);
         self.inputs.get(input_index)[input_len..input_len + len].copy_from_slice(data);
         self.bufs.give_back(bid);
+    }
+
+    /// Removes the first held buffer if it fits behind the pending input.
+    fn pop_held_if_fits(&mut self, index: u32) -> Option<(u16, usize)> {
+        let slot = self.slots.get(index);
+        let bid = slot.held_head;
+        if bid == NO_BUFFER {
+            return None;
+        }
+        let len = self.held_len[usize::from(bid)] as usize;
+        if slot.input_len as usize + len > INPUT_BUFFER_BYTES {
+            return None;
+        }
+        slot.held_head = self.held_next[usize::from(bid)];
+        if slot.held_head == NO_BUFFER {
+            slot.held_tail = NO_BUFFER;
+        }
+        Some((bid, len))
     }
 
     /// Serves from the input buffer until it is empty, the batch is full, or a send is needed.
@@ -427,13 +463,12 @@ impl Worker {
                     self.inputs.put(input_index);
                 }
             }
-            let slot = self.slots.get(index);
-            let Some((bid, held_len)) = slot.held else { return };
-            if slot.input_len as usize + held_len as usize > INPUT_BUFFER_BYTES {
-                return; // a send must drain what is buffered first
+            // Move held buffers into the input; if none fits, a send must drain it first.
+            let Some((bid, len)) = self.pop_held_if_fits(index) else { return };
+            self.copy_to_input(index, bid, len);
+            while let Some((bid, len)) = self.pop_held_if_fits(index) {
+                self.copy_to_input(index, bid, len);
             }
-            slot.held = None;
-            self.absorb(index, bid, held_len as usize);
         }
     }
 
@@ -445,7 +480,7 @@ impl Worker {
             return;
         }
         let resume = slot.recv_paused
-            && slot.held.is_none()
+            && slot.held_head == NO_BUFFER
             && !slot.recv_armed
             && slot.other_ops == 0
             && !slot.close_after_send
@@ -516,14 +551,22 @@ impl Worker {
     /// the response rather than a reset caused by unread bytes.
     fn begin_linger(&mut self, index: u32) {
         let slot = self.slots.get(index);
-        if !slot.recv_armed || slot.phase != Phase::Open {
+        if slot.eof || slot.phase != Phase::Open {
             self.begin_close(index);
             return;
         }
         slot.phase = Phase::Lingering;
         let fd = slot.fd;
+        let resume = !slot.recv_armed;
         self.drop_input(index);
-        self.push_slot_op(index, Op::Shutdown, opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build());
+        if resume {
+            self.arm_recv(index); // receiving was paused: drain (and discard) what is left
+        }
+        self.push_slot_op(
+            index,
+            Op::Shutdown,
+            opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build(),
+        );
         self.slots.arm(index, Timer::Linger, self.now + self.ticks.linger);
     }
 
@@ -557,8 +600,16 @@ impl Worker {
             slot.input_len = 0;
             self.inputs.put(input_index);
         }
-        let slot = self.slots.get(index);
-        if let Some((bid, _)) = slot.held.take() {
+        loop {
+            let slot = self.slots.get(index);
+            let bid = slot.held_head;
+            if bid == NO_BUFFER {
+                break;
+            }
+            slot.held_head = self.held_next[usize::from(bid)];
+            if slot.held_head == NO_BUFFER {
+                slot.held_tail = NO_BUFFER;
+            }
             self.bufs.give_back(bid);
         }
     }
@@ -569,13 +620,16 @@ impl Worker {
         if slot.phase != Phase::Closing || slot.recv_armed || slot.sending {
             return;
         }
-        if !slot.close_submitted {
+        // Shutdown runs asynchronously in the kernel and names the socket by descriptor
+        // number: closing before it completed could let it hit a new connection that reused
+        // the number. So the close waits for every other operation.
+        if !slot.close_submitted && slot.other_ops == 0 {
             slot.close_submitted = true;
             let fd = slot.fd;
             self.push_slot_op(index, Op::Close, opcode::Close::new(types::Fd(fd)).build());
             return;
         }
-        if slot.other_ops == 0 {
+        if slot.close_submitted && slot.other_ops == 0 {
             self.slots.release(index);
         }
     }
@@ -633,7 +687,9 @@ impl Worker {
         let ctx = Context { snapshot: &self.snapshot, date: self.date.bytes(), last_request: true };
         let batch = self.batches.get(batch_index);
         batch.hold(&self.snapshot);
-        if serve::push_error(batch, &ctx, Status::RequestTimeout, false, false, Version::Http11).is_err() {
+        if serve::push_error(batch, &ctx, Status::RequestTimeout, false, false, Version::Http11)
+            .is_err()
+        {
             self.begin_close(index);
             return;
         }
@@ -651,7 +707,9 @@ impl Worker {
         self.draining_until = Some(self.now + self.ticks.shutdown);
         if self.accept_armed {
             let accept = Token::worker(Op::Accept).pack();
-            let entry = opcode::AsyncCancel::new(accept).build().user_data(Token::worker(Op::Reject).pack());
+            let entry = opcode::AsyncCancel::new(accept)
+                .build()
+                .user_data(Token::worker(Op::Reject).pack());
             // SAFETY: cancel carries no pointer.
             unsafe { ring::push(&mut self.ring, &entry) };
         }

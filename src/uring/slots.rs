@@ -16,6 +16,9 @@ use super::token::GENERATION_MASK;
 /// Marks the end of an intrusive list.
 const NIL: u32 = u32::MAX;
 
+/// Marks the end of a held-buffer list.
+pub const NO_BUFFER: u16 = u16::MAX;
+
 /// Which timeout a connection is waiting on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
@@ -74,8 +77,10 @@ pub struct Slot {
     pub input: Option<u32>,
     /// Bytes held in the input buffer.
     pub input_len: u32,
-    /// A received buffer we could not absorb yet (buffer id, byte count).
-    pub held: Option<(u16, u32)>,
+    /// First and last of the received buffers we could not absorb yet (a list threaded
+    /// through the worker's per-buffer `held_next`), or `NO_BUFFER`.
+    pub held_head: u16,
+    pub held_tail: u16,
     /// Index of the batch being filled or sent, if any.
     pub batch: Option<u32>,
     /// Request-body bytes still to discard.
@@ -105,7 +110,8 @@ impl Slot {
             close_after_send: false,
             input: None,
             input_len: 0,
-            held: None,
+            held_head: NO_BUFFER,
+            held_tail: NO_BUFFER,
             batch: None,
             skip_bytes: 0,
             requests: 0,
@@ -164,7 +170,7 @@ impl Slots {
         self.disarm(index);
         let slot = &mut self.slots[index as usize];
         assert!(slot.is_quiet() && slot.phase == Phase::Closing, "slot released while busy");
-        assert!(slot.input.is_none() && slot.batch.is_none() && slot.held.is_none());
+        assert!(slot.input.is_none() && slot.batch.is_none() && slot.held_head == NO_BUFFER);
         slot.phase = Phase::Free;
         slot.fd = -1;
         slot.generation = (slot.generation + 1) & GENERATION_MASK;

@@ -65,7 +65,9 @@ impl Token {
 
     /// Packs into `user_data`: op in the top 8 bits, generation in the next 24, slot below.
     pub fn pack(self) -> u64 {
-        (self.op as u64) << 56 | u64::from(self.generation & GENERATION_MASK) << 32 | u64::from(self.slot)
+        (self.op as u64) << 56
+            | u64::from(self.generation & GENERATION_MASK) << 32
+            | u64::from(self.slot)
     }
 
     /// Unpacks a `user_data`; `None` for values ringserve never submits.

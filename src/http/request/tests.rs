@@ -3,14 +3,19 @@ use super::*;
 fn complete(input: &[u8]) -> Request<'_> {
     match parse(input) {
         Parsed::Complete(r) => r,
-        other => panic!("expected a complete request from {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        other => panic!(
+            "expected a complete request from {:?}, got {other:?}",
+            String::from_utf8_lossy(input)
+        ),
     }
 }
 
 fn reject(input: &[u8]) -> Reject {
     match parse(input) {
         Parsed::Reject(r) => r,
-        other => panic!("expected a rejection of {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        other => {
+            panic!("expected a rejection of {:?}, got {other:?}", String::from_utf8_lossy(input))
+        }
     }
 }
 
@@ -29,8 +34,9 @@ fn connection_header_decides_keep_alive() {
     assert!(!complete(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
     assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
     assert!(complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-    assert!(!complete(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n")
-        .keep_alive);
+    assert!(
+        !complete(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n").keep_alive
+    );
 }
 
 #[test]
@@ -53,10 +59,15 @@ fn malformed_heads_map_to_one_status_each() {
         Reject::BadRequest
     );
     assert_eq!(
-        reject(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        reject(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
         Reject::BadRequest
     );
-    assert_eq!(reject(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"), Reject::BadRequest);
+    assert_eq!(
+        reject(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+        Reject::BadRequest
+    );
     assert_eq!(reject(b"GET relative HTTP/1.1\r\nHost: a\r\n\r\n"), Reject::BadRequest);
 }
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh Debian 12 machine it installs what is missing (Chromium for
+# the browser test, rustfmt and clippy), then runs: format check, clippy (warnings are errors),
+# every unit and integration test of the workspace, and the headless-browser test.
+#
+# Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        echo "==> installing rust component ${component}"
+        rustup component add "${component}"
+    fi
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> cargo test (unit, integration, browser)"
+RINGSERVE_REQUIRE_BROWSER=1 cargo test --workspace

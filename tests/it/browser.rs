@@ -1,0 +1,97 @@
+//! Browser smoke test: Debian's headless Chromium loads the demo page from a real server; the
+//! page's script reports whether the picture decoded (naturalWidth > 0). A screenshot is saved
+//! under target/. Without Chromium the test says so and passes, unless
+//! RINGSERVE_REQUIRE_BROWSER=1 (set by scripts/test.sh, which installs Chromium).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Seconds Chromium may take for one page before the test fails.
+const BROWSER_TIMEOUT_SECS: u64 = 60;
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|dir| PathBuf::from(dir).join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn run_chromium(binary: &PathBuf, profile: &std::path::Path, args: &[String]) -> String {
+    let mut child = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait chromium").is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(BROWSER_TIMEOUT_SECS) {
+            let _ = child.kill();
+            panic!("chromium did not finish within {BROWSER_TIMEOUT_SECS} s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn chromium_shows_the_page_and_decodes_the_picture() {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
+        );
+        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let server = Server::start_at(&static_dir(), &[]);
+    let url = format!("http://localhost:{}/", server.addr.port());
+    let profile = tempfile::tempdir().unwrap();
+    let dom = run_chromium(&binary, profile.path(), &["--dump-dom".into(), url.clone()]);
+    assert!(dom.contains("<title>ringserve</title>"), "title missing from DOM: {dom}");
+    let width = dom
+        .split("data-natural-width=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|w| w.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("the page script did not report the picture: {dom}"));
+    assert!(width > 0, "the picture did not decode");
+    assert_eq!(width, 480);
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("ringserve-index.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(
+        &binary,
+        profile.path(),
+        &[format!("--screenshot={}", shot.display()), "--window-size=800,600".into(), url],
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 1000, "no screenshot at {}", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+}

@@ -1,0 +1,48 @@
+//! Large bodies: byte-exact across many short sends; clients that vanish mid-download.
+
+use std::io::{BufReader, Read, Write};
+
+use crate::support::*;
+
+const BIG_BYTES: usize = 8 * 1024 * 1024 + 12_345;
+
+fn big_root(root: &std::path::Path) {
+    demo_root(root);
+    std::fs::write(root.join("big.bin"), pseudo_random_bytes(BIG_BYTES, 42)).unwrap();
+}
+
+#[test]
+fn a_multi_megabyte_file_arrives_byte_exact() {
+    let server = Server::start(big_root, &[]);
+    let expected = pseudo_random_bytes(BIG_BYTES, 42);
+    let mut stream = server.connect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..2 {
+        stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_response(&mut reader, false);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert!(r.body == expected, "body differs from the file");
+    }
+    // The connection is still in step after two large bodies.
+    stream.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut reader, false).body, b"file a\n");
+}
+
+#[test]
+fn clients_that_reset_mid_download_do_not_disturb_others() {
+    let mut server = Server::start(big_root, &[]);
+    for round in 0..20 {
+        let mut stream = server.connect();
+        stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut some = vec![0u8; 1000 + round * 5000];
+        stream.read_exact(&mut some).unwrap();
+        // SO_LINGER 0: close sends RST instead of FIN.
+        socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(stream);
+    }
+    assert!(server.is_running());
+    let r = get(&server, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.body.len(), BIG_BYTES);
+    assert!(r.body == pseudo_random_bytes(BIG_BYTES, 42));
+}

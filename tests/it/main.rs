@@ -1,0 +1,17 @@
+//! One integration-test crate (one link, not one per file). Every test starts the real
+//! `ringserve` binary on an ephemeral port over a temporary root and speaks raw TCP to it.
+//!
+//! Modules:
+//! - `support`: starting the server, a minimal HTTP/1.1 response reader, test data.
+//! - `basics`: keep-alive, HEAD, 404/405/400, HTTP/1.0, `Connection: close`, the CLI.
+//! - `pipelining`: many requests per write, requests split over many reads, bodies skipped.
+//! - `traversal`: every way of asking for a file outside the root.
+//! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
+//! - `browser`: headless Chromium loads the demo page and decodes the image.
+
+mod basics;
+mod browser;
+mod large;
+mod pipelining;
+mod support;
+mod traversal;

@@ -1,0 +1,171 @@
+//! Test support: a server process on an ephemeral port, and a strict response reader.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Seconds any single read in a test may block before the test fails instead of hanging.
+pub const IO_TIMEOUT_SECS: u64 = 10;
+
+/// A `ringserve` process; SIGTERM and reap on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub banner: String,
+    _root: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Serves `root` with extra flags.
+    pub fn start_at(root: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringserve"))
+            .args(["--addr", "127.0.0.1:0", "--threads", "2", "--root"])
+            .arg(root)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ringserve");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut banner = String::new();
+        BufReader::new(stdout).read_line(&mut banner).expect("read banner");
+        let url = banner
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in banner {banner:?}"));
+        let addr = url.trim_start_matches("http://").trim_end_matches('/').parse().expect("addr");
+        Server { child, addr, banner, _root: None }
+    }
+
+    /// Serves a fresh temporary root filled by `fill`.
+    pub fn start(fill: impl FnOnce(&Path), extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fill(dir.path());
+        let mut server = Server::start_at(dir.path(), extra);
+        server._root = Some(dir);
+        server
+    }
+
+    /// A connected client with read/write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill with a pid of a child we have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: as in `terminate`; harmless if the child already exited and was reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The small demo tree most tests use.
+pub fn demo_root(root: &Path) {
+    std::fs::write(root.join("index.html"), INDEX).unwrap();
+    std::fs::write(root.join("a.txt"), b"file a\n").unwrap();
+    std::fs::write(root.join("b.css"), b"body{}\n").unwrap();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/index.html"), b"sub index\n").unwrap();
+}
+
+/// Body of the demo index.
+pub const INDEX: &[u8] = b"<!DOCTYPE html><title>t</title><p>hello</p>\n";
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one response; `head_only` for responses to HEAD (no body despite Content-Length).
+pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read head line");
+        assert!(n > 0, "connection closed inside a response head: {head:?}");
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+        assert!(line.ends_with("\r\n"), "head lines end in CRLF: {line:?}");
+    }
+    let status: u16 = head[9..12].parse().expect("status code");
+    let mut response = Response { status, head, body: Vec::new() };
+    let len: usize = response
+        .header("content-length")
+        .expect("every response has Content-Length")
+        .parse()
+        .expect("numeric Content-Length");
+    if !head_only && status != 304 {
+        response.body = vec![0; len];
+        reader.read_exact(&mut response.body).expect("read body");
+    }
+    response
+}
+
+/// Sends one request and reads its response on a fresh connection.
+pub fn get(server: &Server, request: &str) -> Response {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    read_response(&mut reader, request.starts_with("HEAD "))
+}
+
+/// Asserts the server closed the connection: EOF (or reset) with no further bytes.
+pub fn assert_closed(reader: &mut impl Read) {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "unexpected bytes after the last response: {rest:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*, fixed seed).
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+/// Path of the repository's demo page.
+pub fn static_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("static")
+}
