@@ -50,6 +50,16 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=limits::CONNECTIONS_PER_WORKER_MAX as i64))]
     pub max_connections: u32,
 
+    /// Largest request head in bytes (request line + headers); larger gets 431.
+    #[arg(long, default_value_t = limits::REQUEST_HEAD_BYTES_MAX as u32, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(256..=limits::REQUEST_HEAD_BYTES_MAX as i64))]
+    pub max_header_bytes: u32,
+
+    /// Most header fields per request; more gets 431.
+    #[arg(long, default_value_t = limits::HEADER_COUNT_MAX as u32, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=limits::HEADER_COUNT_MAX as i64))]
+    pub max_headers: u32,
+
     /// Seconds that SIGINT/SIGTERM waits for in-flight responses before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS",
           value_parser = clap::value_parser!(u32).range(0..=3600))]
@@ -77,6 +87,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Grace period for in-flight responses on shutdown.
     pub shutdown_timeout: Duration,
+    /// Request-head limits.
+    pub parse_limits: crate::http::ParseLimits,
 }
 
 impl Config {
@@ -106,6 +118,10 @@ impl Config {
             keepalive_requests: cli.keepalive_requests,
             max_connections: cli.max_connections,
             shutdown_timeout: Duration::from_secs(cli.shutdown_timeout.into()),
+            parse_limits: crate::http::ParseLimits {
+                head_bytes_max: cli.max_header_bytes as usize,
+                header_count_max: cli.max_headers as usize,
+            },
         })
     }
 

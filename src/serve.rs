@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use crate::batch::Batch;
 use crate::files::resolve::{self, PathBuffer};
+use crate::files::Entry;
 use crate::files::{Lookup, Snapshot};
 use crate::http::date::DATE_BYTES;
+use crate::http::fields::{self, Ranges};
 use crate::http::response::{HeadWriter, Overflow};
-use crate::http::{self, Method, Parsed, Reject, Request, Status, Version};
+use crate::http::{self, Method, ParseLimits, Parsed, Reject, Request, Status, Version};
 use crate::limits::REQUEST_TARGET_BYTES_MAX;
 
 /// What the caller knows that the request bytes do not.
@@ -20,6 +22,8 @@ pub struct Context<'a> {
     pub date: &'a [u8; DATE_BYTES],
     /// This connection has reached its keep-alive request limit with this request.
     pub last_request: bool,
+    /// Request-head limits.
+    pub limits: &'a ParseLimits,
 }
 
 /// The outcome of serving from the start of the input.
@@ -40,7 +44,7 @@ pub fn serve(input: &[u8], ctx: &Context<'_>, batch: &mut Batch) -> Step {
         return Step::Full;
     }
     batch.hold(ctx.snapshot);
-    let step = match http::parse(input) {
+    let step = match http::parse(input, ctx.limits) {
         Parsed::Partial => return Step::Partial,
         Parsed::Reject(reject) => {
             let status = status_of(reject);
@@ -64,7 +68,6 @@ pub fn status_of(reject: Reject) -> Status {
 
 fn respond(req: &Request<'_>, ctx: &Context<'_>, batch: &mut Batch) -> Result<Step, Overflow> {
     let keep_alive = req.keep_alive && !ctx.last_request;
-    let http10 = req.version == Version::Http10;
     let head_only = req.method == Method::Head;
     let done = |close: bool| Step::Responded {
         consumed: req.head_len,
@@ -97,21 +100,165 @@ fn respond(req: &Request<'_>, ctx: &Context<'_>, batch: &mut Batch) -> Result<St
         None => Lookup::Missing,
     };
     match (lookup, resolved.trailing_slash) {
-        (Lookup::File(entry), _) => {
-            let body = if head_only { &[][..] } else { entry.body() };
-            batch.push(
-                |w| {
-                    w.start(Status::Ok, ctx.date)?;
-                    w.put(&entry.fields)?;
-                    w.finish(keep_alive, http10)
-                },
-                body,
-            )?;
-        }
+        (Lookup::File(entry), _) => respond_file(req, ctx, batch, entry, keep_alive)?,
         (Lookup::Directory, false) => push_redirect(batch, ctx, req, keep_alive, head_only)?,
         _ => push_error(batch, ctx, Status::NotFound, keep_alive, head_only, req.version)?,
     }
     Ok(done(!keep_alive))
+}
+
+/// The representation to send: a precompressed variant when the client accepts it.
+fn choose_representation<'e>(req: &Request<'_>, entry: &'e Entry) -> &'e Entry {
+    if !entry.has_variants() {
+        return entry;
+    }
+    let accepts = fields::parse_accept_encoding(req.accept_encoding.unwrap_or(b""));
+    let br = entry.br.as_deref().filter(|_| accepts.br > 0);
+    let gzip = entry.gzip.as_deref().filter(|_| accepts.gzip > 0);
+    match (br, gzip) {
+        (Some(b), Some(g)) => {
+            if accepts.gzip > accepts.br {
+                g
+            } else {
+                b
+            }
+        }
+        (Some(b), None) => b,
+        (None, Some(g)) => g,
+        (None, None) => entry,
+    }
+}
+
+/// The outcome of the conditional-request headers (RFC 9110 13.2.2, in its order).
+#[derive(Debug, PartialEq, Eq)]
+enum Precondition {
+    Proceed,
+    NotModified,
+    Failed,
+}
+
+fn evaluate_preconditions(req: &Request<'_>, rep: &Entry) -> Precondition {
+    if let Some(list) = req.if_match {
+        if !fields::etag_matches(list, &rep.etag, false) {
+            return Precondition::Failed;
+        }
+    } else if let Some(since) = req.if_unmodified_since.and_then(fields::parse_date) {
+        if rep.mtime_secs > since {
+            return Precondition::Failed;
+        }
+    }
+    if let Some(list) = req.if_none_match {
+        if fields::etag_matches(list, &rep.etag, true) {
+            return Precondition::NotModified;
+        }
+    } else if let Some(since) = req.if_modified_since.and_then(fields::parse_date) {
+        if rep.mtime_secs <= since {
+            return Precondition::NotModified;
+        }
+    }
+    Precondition::Proceed
+}
+
+/// The range to send, after `If-Range` (a strong ETag, or the exact Last-Modified date).
+fn evaluate_range(req: &Request<'_>, rep: &Entry) -> Ranges {
+    let Some(range) = req.range.filter(|_| req.method == Method::Get) else {
+        return Ranges::Full;
+    };
+    if let Some(validator) = req.if_range.map(http::request::trim) {
+        let fresh = if validator.starts_with(b"\"") || validator.starts_with(b"W/") {
+            fields::etag_matches(validator, &rep.etag, false) && !validator.starts_with(b"W/")
+        } else {
+            fields::parse_date(validator) == Some(rep.mtime_secs)
+        };
+        if !fresh {
+            return Ranges::Full;
+        }
+    }
+    fields::parse_range(range, rep.len)
+}
+
+fn respond_file(
+    req: &Request<'_>,
+    ctx: &Context<'_>,
+    batch: &mut Batch,
+    entry: &Entry,
+    keep_alive: bool,
+) -> Result<(), Overflow> {
+    let http10 = req.version == Version::Http10;
+    let head_only = req.method == Method::Head;
+    let rep = choose_representation(req, entry);
+    match evaluate_preconditions(req, rep) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            return batch.push(
+                |w| {
+                    w.start(Status::NotModified, ctx.date)?;
+                    w.put(&rep.meta)?;
+                    w.finish(keep_alive, http10)
+                },
+                &[],
+            );
+        }
+        Precondition::Failed => {
+            return push_error(
+                batch,
+                ctx,
+                Status::PreconditionFailed,
+                keep_alive,
+                head_only,
+                req.version,
+            );
+        }
+    }
+    match evaluate_range(req, rep) {
+        Ranges::Full => {
+            let body = if head_only { &[][..] } else { rep.body() };
+            batch.push(
+                |w| {
+                    w.start(Status::Ok, ctx.date)?;
+                    w.put(&rep.fields_200)?;
+                    w.finish(keep_alive, http10)
+                },
+                body,
+            )
+        }
+        Ranges::One { first, last } => {
+            let body = &rep.body()[first as usize..=last as usize];
+            batch.push(
+                |w| {
+                    w.start(Status::PartialContent, ctx.date)?;
+                    w.put(&rep.type_line)?;
+                    w.put(b"Content-Length: ")?;
+                    w.put_u64(last - first + 1)?;
+                    w.put(b"\r\nContent-Range: bytes ")?;
+                    w.put_u64(first)?;
+                    w.put(b"-")?;
+                    w.put_u64(last)?;
+                    w.put(b"/")?;
+                    w.put_u64(rep.len)?;
+                    w.put(b"\r\n")?;
+                    w.put(&rep.meta)?;
+                    w.finish(keep_alive, http10)
+                },
+                body,
+            )
+        }
+        Ranges::Unsatisfiable => {
+            let status = Status::RangeNotSatisfiable;
+            let body = status.error_body();
+            batch.push(
+                |w| {
+                    w.start(status, ctx.date)?;
+                    put_html_fields(w, body.len())?;
+                    w.put(b"Content-Range: bytes */")?;
+                    w.put_u64(rep.len)?;
+                    w.put(b"\r\n")?;
+                    w.finish(keep_alive, http10)
+                },
+                body,
+            )
+        }
+    }
 }
 
 /// `dir` + `/index.html` (or `index.html` at the root), if the buffer has room.

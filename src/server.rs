@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
-use crate::files::Snapshot;
+use crate::files::Library;
 use crate::uring::{Counters, Worker};
 use crate::Error;
 
@@ -26,6 +26,8 @@ pub struct Server {
     files: usize,
     threads: usize,
     root: std::path::PathBuf,
+    library: Arc<Library>,
+    watcher: Option<JoinHandle<()>>,
     wakers: Vec<Arc<OwnedFd>>,
     workers: Vec<JoinHandle<Result<Counters, Error>>>,
 }
@@ -57,7 +59,8 @@ impl Server {
     /// Scans the root, binds, and starts `config.threads` workers.
     pub fn start(config: &Config) -> Result<Server, Error> {
         raise_fd_limit();
-        let snapshot = Arc::new(Snapshot::scan(&config.root)?);
+        let library = Library::open(&config.root)?;
+        let files = library.snapshot().file_count();
         let first = bind(config.addr)?;
         let addr = first.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
             Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") }
@@ -73,13 +76,13 @@ impl Server {
             let waker = Arc::new(eventfd()?);
             wakers.push(Arc::clone(&waker));
             let config = config.clone();
-            let snapshot = Arc::clone(&snapshot);
+            let library = Arc::clone(&library);
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ringserve-{index}"))
                 .spawn(move || {
                     let listener = OwnedFd::from(listener);
-                    match Worker::new(&config, listener, waker, snapshot) {
+                    match Worker::new(&config, listener, waker, library) {
                         Ok(worker) => {
                             let _ = ready.send(Ok(()));
                             worker.run()
@@ -99,7 +102,9 @@ impl Server {
         drop(ready_tx);
         let mut server = Server {
             addr,
-            files: snapshot.file_count(),
+            files,
+            library: Arc::clone(&library),
+            watcher: None,
             threads: config.threads,
             root: config.root.clone(),
             wakers,
@@ -116,6 +121,9 @@ impl Server {
                 Err(_) => break,
             }
         }
+        server.watcher = Some(
+            library.watch().map_err(|source| Error::Os { what: "spawn watcher thread", source })?,
+        );
         Ok(server)
     }
 
@@ -147,9 +155,10 @@ impl Server {
     }
 
     /// Waits for every worker to finish; returns their counters summed.
-    pub fn join(self) -> Result<Counters, Error> {
+    pub fn join(mut self) -> Result<Counters, Error> {
         let mut total = Counters::default();
-        for handle in self.workers {
+        let workers = std::mem::take(&mut self.workers);
+        for handle in workers {
             let counters = handle.join().map_err(|_| Error::Os {
                 what: "worker",
                 source: std::io::Error::other("panicked"),
@@ -159,6 +168,10 @@ impl Server {
             total.requests += counters.requests;
             total.enobufs += counters.enobufs;
             total.accept_errors += counters.accept_errors;
+        }
+        self.library.stop();
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
         }
         Ok(total)
     }
@@ -173,6 +186,7 @@ impl Server {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
+        self.library.stop();
     }
 }
 

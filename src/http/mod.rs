@@ -2,8 +2,9 @@
 //! reads outside `date`, no allocation on the request path.
 
 pub mod date;
+pub mod fields;
 pub mod request;
 pub mod response;
 
-pub use request::{parse, Method, Parsed, Reject, Request, Version};
+pub use request::{parse, Method, ParseLimits, Parsed, Reject, Request, Version};
 pub use response::Status;

@@ -73,6 +73,21 @@ pub struct Request<'a> {
     pub accept_encoding: Option<&'a [u8]>,
 }
 
+/// Request-head limits in force (tunable by flags up to the compile-time maxima).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Largest head accepted (431 above), at most `REQUEST_HEAD_BYTES_MAX`.
+    pub head_bytes_max: usize,
+    /// Most header fields accepted (431 above), at most `HEADER_COUNT_MAX`.
+    pub header_count_max: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits { head_bytes_max: REQUEST_HEAD_BYTES_MAX, header_count_max: HEADER_COUNT_MAX }
+    }
+}
+
 /// Result of parsing the start of a buffer.
 #[derive(Debug)]
 pub enum Parsed<'a> {
@@ -85,12 +100,13 @@ pub enum Parsed<'a> {
 }
 
 /// Parses one request head from the start of `input`.
-pub fn parse(input: &[u8]) -> Parsed<'_> {
+pub fn parse<'a>(input: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
     let mut headers = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
-    let mut req = httparse::Request::new(&mut headers);
+    let count_max = limits.header_count_max.min(HEADER_COUNT_MAX);
+    let mut req = httparse::Request::new(&mut headers[..count_max]);
     match req.parse(input) {
         Ok(httparse::Status::Complete(head_len)) => {
-            if head_len > REQUEST_HEAD_BYTES_MAX {
+            if head_len > limits.head_bytes_max {
                 return Parsed::Reject(Reject::HeadTooLarge);
             }
             match interpret(&req, head_len) {
@@ -98,7 +114,7 @@ pub fn parse(input: &[u8]) -> Parsed<'_> {
                 Err(reject) => Parsed::Reject(reject),
             }
         }
-        Ok(httparse::Status::Partial) => partial(input),
+        Ok(httparse::Status::Partial) => partial(input, limits),
         Err(httparse::Error::TooManyHeaders) => Parsed::Reject(Reject::HeadTooLarge),
         Err(httparse::Error::Version) => Parsed::Reject(version_reject(input)),
         Err(_) => Parsed::Reject(reject_token_or_target(input)),
@@ -106,12 +122,12 @@ pub fn parse(input: &[u8]) -> Parsed<'_> {
 }
 
 /// An incomplete head is fine until it outgrows the limits.
-fn partial(input: &[u8]) -> Parsed<'_> {
+fn partial<'a>(input: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
     let line_end = input.iter().position(|&b| b == b'\n');
     if line_end.is_none() && input.len() > REQUEST_TARGET_BYTES_MAX + 32 {
         return Parsed::Reject(Reject::UriTooLong);
     }
-    if input.len() > REQUEST_HEAD_BYTES_MAX {
+    if input.len() > limits.head_bytes_max {
         return Parsed::Reject(Reject::HeadTooLarge);
     }
     Parsed::Partial

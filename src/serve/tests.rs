@@ -14,7 +14,8 @@ fn root() -> (tempfile::TempDir, Arc<Snapshot>) {
 /// Serves `input` once and returns the step and the bytes queued.
 fn run(snapshot: &Arc<Snapshot>, input: &[u8]) -> (Step, String) {
     let date = DateCache::new();
-    let ctx = Context { snapshot, date: date.bytes(), last_request: false };
+    let limits = ParseLimits::default();
+    let ctx = Context { snapshot, date: date.bytes(), last_request: false, limits: &limits };
     let mut batch = Batch::new();
     let step = serve(input, &ctx, &mut batch);
     let mut out = Vec::new();

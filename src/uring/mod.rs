@@ -21,9 +21,9 @@ use io_uring::{cqueue, opcode, types, IoUring};
 
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::files::Snapshot;
+use crate::files::{Library, Snapshot};
 use crate::http::date::DateCache;
-use crate::http::{Status, Version};
+use crate::http::{ParseLimits, Status, Version};
 use crate::limits::{
     CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
@@ -79,7 +79,11 @@ pub struct Worker {
     wake_value: Box<u64>,
     /// The tick timeout's timespec; boxed for the same reason.
     tick_spec: Box<types::Timespec>,
+    library: Arc<Library>,
+    /// The library generation `snapshot` was taken at.
+    snapshot_generation: u64,
     snapshot: Arc<Snapshot>,
+    limits: ParseLimits,
     date: DateCache,
     ticks: Ticks,
     keepalive_requests: u32,
@@ -99,7 +103,7 @@ impl Worker {
         config: &Config,
         listener: OwnedFd,
         wake: Arc<OwnedFd>,
-        snapshot: Arc<Snapshot>,
+        library: Arc<Library>,
     ) -> Result<Worker, Error> {
         let (ring, _mode) = ring::build()?;
         let bufs = BufRing::register(&ring, RECV_BUFFER_COUNT, RECV_BUFFER_BYTES)
@@ -117,7 +121,10 @@ impl Worker {
             wake,
             wake_value: Box::new(0),
             tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
-            snapshot,
+            snapshot_generation: library.generation(),
+            snapshot: library.snapshot(),
+            library,
+            limits: config.parse_limits,
             date: DateCache::new(),
             ticks: Ticks {
                 header: secs(config.header_timeout),
@@ -147,6 +154,7 @@ impl Worker {
         // completes.
         loop {
             self.bufs.publish();
+            self.follow_library();
             if let Err(e) = self.ring.submit_and_wait(1) {
                 match e.raw_os_error() {
                     Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
@@ -166,6 +174,16 @@ impl Worker {
             if self.draining_until.is_some() && self.slots.live() == 0 {
                 return Ok(self.counters);
             }
+        }
+    }
+
+    /// Switches to the newest snapshot if the watcher published one (one atomic load per
+    /// turn). Batches in flight keep the old one alive through their own `Arc`.
+    fn follow_library(&mut self) {
+        let generation = self.library.generation();
+        if generation != self.snapshot_generation {
+            self.snapshot_generation = generation;
+            self.snapshot = self.library.snapshot();
         }
     }
 
@@ -361,6 +379,7 @@ impl Worker {
                 &self.snapshot,
                 &self.date,
                 self.keepalive_requests,
+                &self.limits,
             );
             if consumed < data.len() {
                 let input_index = self.inputs.take();
@@ -454,6 +473,7 @@ impl Worker {
                     &self.snapshot,
                     &self.date,
                     self.keepalive_requests,
+                    &self.limits,
                 );
                 input.copy_within(consumed..len, 0);
                 let slot = self.slots.get(index);
@@ -684,7 +704,12 @@ impl Worker {
         }
         let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
         slot.close_after_send = true;
-        let ctx = Context { snapshot: &self.snapshot, date: self.date.bytes(), last_request: true };
+        let ctx = Context {
+            snapshot: &self.snapshot,
+            date: self.date.bytes(),
+            last_request: true,
+            limits: &self.limits,
+        };
         let batch = self.batches.get(batch_index);
         batch.hold(&self.snapshot);
         if serve::push_error(batch, &ctx, Status::RequestTimeout, false, false, Version::Http11)
@@ -734,6 +759,7 @@ fn serve_all(
     snapshot: &Arc<Snapshot>,
     date: &DateCache,
     keepalive_requests: u32,
+    limits: &ParseLimits,
 ) -> usize {
     let mut pos = 0;
     loop {
@@ -753,6 +779,7 @@ fn serve_all(
             snapshot,
             date: date.bytes(),
             last_request: slot.requests + 1 >= keepalive_requests,
+            limits,
         };
         match serve::serve(&input[pos..], &ctx, batches.get(batch_index)) {
             Step::Partial | Step::Full => return pos,

@@ -8,10 +8,13 @@
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
 //! - `browser`: headless Chromium loads the demo page and decodes the image.
+//! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
+//!   strict parsing statuses.
 
 mod basics;
 mod browser;
 mod large;
 mod pipelining;
+mod semantics;
 mod support;
 mod traversal;

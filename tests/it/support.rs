@@ -123,12 +123,16 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
     }
     let status: u16 = head[9..12].parse().expect("status code");
     let mut response = Response { status, head, body: Vec::new() };
+    if status == 304 {
+        assert!(response.header("content-length").is_none(), "304 carries no Content-Length");
+        return response;
+    }
     let len: usize = response
         .header("content-length")
-        .expect("every response has Content-Length")
+        .expect("every response but 304 has Content-Length")
         .parse()
         .expect("numeric Content-Length");
-    if !head_only && status != 304 {
+    if !head_only {
         response.body = vec![0; len];
         reader.read_exact(&mut response.body).expect("read body");
     }

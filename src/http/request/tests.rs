@@ -1,7 +1,7 @@
 use super::*;
 
 fn complete(input: &[u8]) -> Request<'_> {
-    match parse(input) {
+    match parse(input, &ParseLimits::default()) {
         Parsed::Complete(r) => r,
         other => panic!(
             "expected a complete request from {:?}, got {other:?}",
@@ -11,7 +11,7 @@ fn complete(input: &[u8]) -> Request<'_> {
 }
 
 fn reject(input: &[u8]) -> Reject {
-    match parse(input) {
+    match parse(input, &ParseLimits::default()) {
         Parsed::Reject(r) => r,
         other => {
             panic!("expected a rejection of {:?}, got {other:?}", String::from_utf8_lossy(input))
@@ -41,9 +41,9 @@ fn connection_header_decides_keep_alive() {
 
 #[test]
 fn partial_heads_wait_for_more() {
-    assert!(matches!(parse(b""), Parsed::Partial));
-    assert!(matches!(parse(b"GET / HT"), Parsed::Partial));
-    assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Parsed::Partial));
+    assert!(matches!(parse_default(b""), Parsed::Partial));
+    assert!(matches!(parse_default(b"GET / HT"), Parsed::Partial));
+    assert!(matches!(parse_default(b"GET / HTTP/1.1\r\nHost: a\r\n"), Parsed::Partial));
 }
 
 #[test]
@@ -104,4 +104,42 @@ fn methods_are_classified() {
 fn content_length_is_read_for_skipping() {
     let r = complete(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(r.content_length, 5);
+}
+
+fn parse_default(input: &[u8]) -> Parsed<'_> {
+    parse(input, &ParseLimits::default())
+}
+
+#[test]
+fn limits_are_tunable_below_the_maxima() {
+    let limits = ParseLimits { head_bytes_max: 64, header_count_max: 2 };
+    let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+    assert!(matches!(parse(three, &limits), Parsed::Reject(Reject::HeadTooLarge)));
+    let long =
+        b"GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    assert!(matches!(parse(long, &limits), Parsed::Reject(Reject::HeadTooLarge)));
+    assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &limits), Parsed::Complete(_)));
+}
+
+#[test]
+fn rfc9112_strictness() {
+    let bad: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", // obs-fold
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",    // bare CR in a value
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",    // NUL
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",  // control byte
+        b"GET / HTTP/1.1\r\nHost: a\r\nX\t: a\r\n\r\n",     // whitespace before colon
+        b"GET / HTTP/1.1\r\nHost: a\r\n: empty name\r\n\r\n", // no field name
+        b"GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n",             // NUL in the target
+        b"GET / HTTP/1.1\rHost: a\r\n\r\n",                 // bare CR ending a line
+        b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",              // two spaces
+        b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",            // control byte in the method
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    ];
+    for input in bad {
+        assert_eq!(reject(input), Reject::BadRequest, "{:?}", String::from_utf8_lossy(input));
+    }
+    assert_eq!(reject(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"), Reject::VersionNotSupported);
+    assert_eq!(reject(b"GET / HTTP/3.0\r\nHost: a\r\n\r\n"), Reject::VersionNotSupported);
 }
