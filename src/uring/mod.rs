@@ -154,13 +154,13 @@ impl Worker {
         // completes.
         loop {
             self.bufs.publish();
-            self.follow_library();
             if let Err(e) = self.ring.submit_and_wait(1) {
                 match e.raw_os_error() {
                     Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
                     _ => return Err(Error::Uring { what: "submit", source: e }),
                 }
             }
+            self.follow_library();
             completions.clear();
             completions.extend(
                 self.ring

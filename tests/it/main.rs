@@ -6,6 +6,8 @@
 //! - `basics`: keep-alive, HEAD, 404/405/400, HTTP/1.0, `Connection: close`, the CLI.
 //! - `pipelining`: many requests per write, requests split over many reads, bodies skipped.
 //! - `traversal`: every way of asking for a file outside the root.
+//! - `lifecycle`: files changing under the server, graceful shutdown.
+//! - `limits`: every timeout and limit, with small flag values.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
 //! - `browser`: headless Chromium loads the demo page and decodes the image.
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
@@ -14,6 +16,8 @@
 mod basics;
 mod browser;
 mod large;
+mod lifecycle;
+mod limits;
 mod pipelining;
 mod semantics;
 mod support;

@@ -21,8 +21,9 @@ impl Server {
     /// Serves `root` with extra flags.
     pub fn start_at(root: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringserve"))
-            .args(["--addr", "127.0.0.1:0", "--threads", "2", "--root"])
+            .args(["--addr", "127.0.0.1:0", "--root"])
             .arg(root)
+            .args(if extra.contains(&"--threads") { &[][..] } else { &["--threads", "2"][..] })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
