@@ -116,3 +116,54 @@ fn header_size_and_count_limits_are_flags() {
     assert_eq!(get(&server, many).status, 431);
     assert_eq!(get(&server, "GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\n\r\n").status, 200);
 }
+
+#[test]
+fn accept_survives_running_out_of_descriptors() {
+    // The server runs with at most 48 descriptors (prlimit caps the hard limit, so raising the
+    // soft limit cannot help). 80 clients connect at once: accept fails with EMFILE for some,
+    // which must neither kill the server, nor spin, nor lose the queued connections: as served
+    // clients leave, the waiting ones are accepted and served.
+    let dir = tempfile::tempdir().unwrap();
+    demo_root(dir.path());
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=48:48")
+        .arg(env!("CARGO_BIN_EXE_ringserve"))
+        .args(["--addr", "127.0.0.1:0", "--threads", "1", "--root"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs ringserve");
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut BufReader::new(child.stdout.take().unwrap()), &mut banner)
+        .unwrap();
+    let addr: std::net::SocketAddr = banner
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .and_then(|w| w.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("banner {banner:?}"));
+    let clients: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks() - before;
+    assert!(spent < 30, "{spent} CPU ticks in 1 s while out of descriptors: a busy loop");
+    for (i, mut client) in clients.into_iter().enumerate() {
+        client.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let r = read_response(&mut BufReader::new(client), false);
+        assert_eq!(r.body, b"file a\n", "client {i}");
+    }
+    // SAFETY: kill with the pid of our unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
