@@ -26,6 +26,66 @@ pub struct Context<'a> {
     pub limits: &'a ParseLimits,
 }
 
+/// What every connection of a worker shares.
+pub struct Shared<'a> {
+    /// The files being served.
+    pub snapshot: &'a Arc<Snapshot>,
+    /// The cached Date value.
+    pub date: &'a [u8; DATE_BYTES],
+    /// Request-head limits.
+    pub limits: &'a ParseLimits,
+    /// Requests per keep-alive connection.
+    pub keepalive_requests: u32,
+}
+
+/// Per-connection protocol state, kept the same way by every engine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// Requests answered.
+    pub requests: u32,
+    /// Request-body bytes still to discard.
+    pub skip_bytes: u64,
+    /// A response that ends the connection is queued: answer nothing after it.
+    pub closing: bool,
+}
+
+impl Session {
+    /// Serves every complete request at the start of `input` into `batch`; returns the bytes
+    /// used. Stops at a partial head, a full batch, or a response that ends the connection
+    /// (then all input counts as used: nothing after it is answered).
+    pub fn serve_all(&mut self, input: &[u8], shared: &Shared<'_>, batch: &mut Batch) -> usize {
+        let mut pos = 0;
+        loop {
+            if self.closing {
+                return input.len();
+            }
+            if self.skip_bytes > 0 {
+                let skip = self.skip_bytes.min((input.len() - pos) as u64);
+                pos += skip as usize;
+                self.skip_bytes -= skip;
+            }
+            if pos == input.len() {
+                return pos;
+            }
+            let ctx = Context {
+                snapshot: shared.snapshot,
+                date: shared.date,
+                last_request: self.requests + 1 >= shared.keepalive_requests,
+                limits: shared.limits,
+            };
+            match serve(&input[pos..], &ctx, batch) {
+                Step::Partial | Step::Full => return pos,
+                Step::Responded { consumed, skip_bytes, close } => {
+                    pos += consumed;
+                    self.requests += 1;
+                    self.skip_bytes = skip_bytes;
+                    self.closing = close;
+                }
+            }
+        }
+    }
+}
+
 /// The outcome of serving from the start of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {

@@ -165,7 +165,7 @@ impl Server {
             })??;
             total.accepted += counters.accepted;
             total.refused += counters.refused;
-            total.requests += counters.requests;
+            total.sends += counters.sends;
             total.enobufs += counters.enobufs;
             total.accept_errors += counters.accept_errors;
         }

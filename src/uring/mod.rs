@@ -27,7 +27,7 @@ use crate::http::{ParseLimits, Status, Version};
 use crate::limits::{
     CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
-use crate::serve::{self, Context, Step};
+use crate::serve::{self, Context, Shared};
 use crate::Error;
 
 use buf_ring::{BufRing, BUFFER_GROUP};
@@ -54,8 +54,8 @@ pub struct Counters {
     pub accepted: u64,
     /// Connections closed at once because the worker was full or draining.
     pub refused: u64,
-    /// Requests answered.
-    pub requests: u64,
+    /// Batches sent completely (one or more responses each).
+    pub sends: u64,
     /// Multishot recvs ended by an empty buffer ring and re-armed.
     pub enobufs: u64,
     /// Accept errors (EMFILE, ENFILE...), each followed by a one-tick back-off.
@@ -361,7 +361,7 @@ impl Worker {
         let slot = self.slots.get(index);
         slot.eof = true; // nothing more will come: never re-arm
         match slot.phase {
-            Phase::Open if slot.sending => slot.close_after_send = true,
+            Phase::Open if slot.sending => slot.session.closing = true,
             Phase::Open | Phase::Lingering => self.begin_close(index),
             Phase::Closing | Phase::Free => {}
         }
@@ -372,15 +372,13 @@ impl Worker {
         let fast = slot.input.is_none() && slot.held_head == NO_BUFFER && !slot.sending;
         if fast {
             let data = self.bufs.data(bid, len);
-            let consumed = serve_all(
-                self.slots.get(index),
-                data,
-                &mut self.batches,
-                &self.snapshot,
-                &self.date,
-                self.keepalive_requests,
-                &self.limits,
-            );
+            let shared = Shared {
+                snapshot: &self.snapshot,
+                date: self.date.bytes(),
+                limits: &self.limits,
+                keepalive_requests: self.keepalive_requests,
+            };
+            let consumed = serve_all(self.slots.get(index), data, &mut self.batches, &shared);
             if consumed < data.len() {
                 let input_index = self.inputs.take();
                 let input = self.inputs.get(input_index);
@@ -466,15 +464,14 @@ impl Worker {
             if let Some(input_index) = slot.input {
                 let len = slot.input_len as usize;
                 let input = self.inputs.get(input_index);
-                let consumed = serve_all(
-                    self.slots.get(index),
-                    &input[..len],
-                    &mut self.batches,
-                    &self.snapshot,
-                    &self.date,
-                    self.keepalive_requests,
-                    &self.limits,
-                );
+                let shared = Shared {
+                    snapshot: &self.snapshot,
+                    date: self.date.bytes(),
+                    limits: &self.limits,
+                    keepalive_requests: self.keepalive_requests,
+                };
+                let consumed =
+                    serve_all(self.slots.get(index), &input[..len], &mut self.batches, &shared);
                 input.copy_within(consumed..len, 0);
                 let slot = self.slots.get(index);
                 slot.input_len = (len - consumed) as u32;
@@ -503,7 +500,7 @@ impl Worker {
             && slot.held_head == NO_BUFFER
             && !slot.recv_armed
             && slot.other_ops == 0
-            && !slot.close_after_send
+            && !slot.session.closing
             && (slot.input_len as usize) < INPUT_BUFFER_BYTES / 2;
         if resume && !slot.eof {
             self.arm_recv(index);
@@ -539,9 +536,9 @@ impl Worker {
             self.flush(token.slot); // short send: resume where it stopped
             return;
         }
+        self.counters.sends += 1;
         self.release_batch(token.slot);
-        self.counters.requests += 1;
-        if self.slots.get(token.slot).close_after_send {
+        if self.slots.get(token.slot).session.closing {
             self.begin_linger(token.slot);
             return;
         }
@@ -703,7 +700,7 @@ impl Worker {
             return;
         }
         let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
-        slot.close_after_send = true;
+        slot.session.closing = true;
         let ctx = Context {
             snapshot: &self.snapshot,
             date: self.date.bytes(),
@@ -744,51 +741,19 @@ impl Worker {
             if slot.phase == Phase::Open && !slot.sending {
                 self.begin_close(index);
             } else {
-                slot.close_after_send = true;
+                slot.session.closing = true;
             }
         }
     }
 }
 
-/// Serves every complete request at the start of `input` into the slot's batch; returns the
-/// bytes used. Stops at a partial head, a full batch, or a response that ends the connection.
+/// Serves what `input` holds into the slot's batch (taken from the pool if it has none).
 fn serve_all(
     slot: &mut Slot,
     input: &[u8],
     batches: &mut Pool<Batch>,
-    snapshot: &Arc<Snapshot>,
-    date: &DateCache,
-    keepalive_requests: u32,
-    limits: &ParseLimits,
+    shared: &Shared<'_>,
 ) -> usize {
-    let mut pos = 0;
-    loop {
-        if slot.close_after_send {
-            return input.len(); // nothing after a closing response is answered
-        }
-        if slot.skip_bytes > 0 {
-            let skip = slot.skip_bytes.min((input.len() - pos) as u64);
-            pos += skip as usize;
-            slot.skip_bytes -= skip;
-        }
-        if pos == input.len() {
-            return pos;
-        }
-        let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
-        let ctx = Context {
-            snapshot,
-            date: date.bytes(),
-            last_request: slot.requests + 1 >= keepalive_requests,
-            limits,
-        };
-        match serve::serve(&input[pos..], &ctx, batches.get(batch_index)) {
-            Step::Partial | Step::Full => return pos,
-            Step::Responded { consumed, skip_bytes, close } => {
-                pos += consumed;
-                slot.requests += 1;
-                slot.skip_bytes = skip_bytes;
-                slot.close_after_send = close;
-            }
-        }
-    }
+    let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
+    slot.session.serve_all(input, shared, batches.get(batch_index))
 }

@@ -12,6 +12,7 @@
 use std::os::fd::RawFd;
 
 use super::token::GENERATION_MASK;
+use crate::serve::Session;
 
 /// Marks the end of an intrusive list.
 const NIL: u32 = u32::MAX;
@@ -71,8 +72,8 @@ pub struct Slot {
     pub other_ops: u8,
     /// The Close op was submitted.
     pub close_submitted: bool,
-    /// Close the connection once the current batch is sent.
-    pub close_after_send: bool,
+    /// Protocol state: requests answered, body bytes to skip, closing after this batch.
+    pub session: Session,
     /// Index of the input buffer holding unprocessed bytes, if any.
     pub input: Option<u32>,
     /// Bytes held in the input buffer.
@@ -83,10 +84,6 @@ pub struct Slot {
     pub held_tail: u16,
     /// Index of the batch being filled or sent, if any.
     pub batch: Option<u32>,
-    /// Request-body bytes still to discard.
-    pub skip_bytes: u64,
-    /// Requests answered on this connection.
-    pub requests: u32,
     /// The timer list the slot is in.
     pub timer: Timer,
     /// Tick at which the timer expires.
@@ -107,14 +104,12 @@ impl Slot {
             sending: false,
             other_ops: 0,
             close_submitted: false,
-            close_after_send: false,
+            session: Session::default(),
             input: None,
             input_len: 0,
             held_head: NO_BUFFER,
             held_tail: NO_BUFFER,
             batch: None,
-            skip_bytes: 0,
-            requests: 0,
             timer: Timer::None,
             deadline: 0,
             prev: NIL,
