@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:8000", value_name = "HOST:PORT")]
     pub addr: SocketAddr,
 
+    /// I/O engine: `uring` (one io_uring per worker) or `blocking` (a thread per connection,
+    /// for comparison, or where io_uring is unavailable).
+    #[arg(long, value_enum, default_value_t = Engine::Uring)]
+    pub engine: Engine,
+
     /// Worker threads, each with its own ring and listener [default: available cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -66,6 +71,25 @@ pub struct Cli {
     pub shutdown_timeout: u32,
 }
 
+/// The I/O engines.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Every socket operation through a per-thread io_uring.
+    Uring,
+    /// One thread per connection with blocking std::net I/O.
+    Blocking,
+}
+
+impl Engine {
+    /// The name used on the command line and in the banner.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "io_uring",
+            Engine::Blocking => "blocking",
+        }
+    }
+}
+
 /// Validated server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,6 +97,8 @@ pub struct Config {
     pub root: PathBuf,
     /// Address every worker's listener binds (with SO_REUSEPORT).
     pub addr: SocketAddr,
+    /// The I/O engine.
+    pub engine: Engine,
     /// Number of workers, each with its own ring.
     pub threads: usize,
     /// Time allowed to receive a complete request head.
@@ -111,6 +137,7 @@ impl Config {
         Ok(Config {
             root,
             addr: cli.addr,
+            engine: cli.engine,
             threads,
             header_timeout: Duration::from_secs(cli.header_timeout.into()),
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout.into()),

@@ -67,10 +67,11 @@ fn uring_message(what: &str, source: &io::Error) -> String {
         }
         _ => "",
     };
+    let fallback = "or run the thread-per-connection engine: --engine blocking";
     if hint.is_empty() {
-        format!("io_uring {what} failed: {source}")
+        format!("io_uring {what} failed: {source}; {fallback}")
     } else {
-        format!("io_uring {what} failed: {source}; {hint}")
+        format!("io_uring {what} failed: {source}; {hint}; {fallback}")
     }
 }
 

@@ -8,12 +8,14 @@
 //!   resolution (the traversal policy), the MIME table.
 //! - `serve`: request bytes in, queued responses out; shared by every engine.
 //! - `batch`: responses queued for one `sendmsg` (heads copied, bodies by reference).
+//! - `blocking`: the thread-per-connection baseline engine, same `serve` and `files`.
 //! - `uring`: the io_uring engine: the worker loop, ring set-up, buffer ring, slots, tokens.
 //! - `server`: binding listeners, starting and stopping workers.
 //!
 //! See ARCHITECTURE.md for the life of a request through the ring.
 
 pub mod batch;
+pub mod blocking;
 pub mod config;
 pub mod error;
 pub mod files;
@@ -23,6 +25,6 @@ pub mod serve;
 pub mod server;
 pub mod uring;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Config, Engine};
 pub use error::Error;
 pub use server::{Server, Stopper};

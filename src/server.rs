@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::blocking;
+use crate::config::{Config, Engine};
 use crate::files::Library;
 use crate::uring::{Counters, Worker};
 use crate::Error;
@@ -28,7 +29,9 @@ pub struct Server {
     root: std::path::PathBuf,
     library: Arc<Library>,
     watcher: Option<JoinHandle<()>>,
+    engine: Engine,
     wakers: Vec<Arc<OwnedFd>>,
+    blocking: Option<Arc<blocking::Control>>,
     workers: Vec<JoinHandle<Result<Counters, Error>>>,
 }
 
@@ -36,11 +39,15 @@ pub struct Server {
 #[derive(Clone)]
 pub struct Stopper {
     wakers: Vec<Arc<OwnedFd>>,
+    blocking: Option<Arc<blocking::Control>>,
 }
 
 impl Stopper {
     /// Asks every worker to drain and exit. Idempotent.
     pub fn stop(&self) {
+        if let Some(control) = &self.blocking {
+            control.stop();
+        }
         for waker in &self.wakers {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
@@ -61,6 +68,9 @@ impl Server {
         raise_fd_limit();
         let library = Library::open(&config.root)?;
         let files = library.snapshot().file_count();
+        if config.engine == Engine::Blocking {
+            return Server::start_blocking(config, library, files);
+        }
         let first = bind(config.addr)?;
         let addr = first.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
             Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") }
@@ -105,6 +115,8 @@ impl Server {
             files,
             library: Arc::clone(&library),
             watcher: None,
+            engine: config.engine,
+            blocking: None,
             threads: config.threads,
             root: config.root.clone(),
             wakers,
@@ -127,6 +139,33 @@ impl Server {
         Ok(server)
     }
 
+    /// One listener, one accept thread, a thread per connection.
+    fn start_blocking(
+        config: &Config,
+        library: Arc<Library>,
+        files: usize,
+    ) -> Result<Server, Error> {
+        let listener = std::net::TcpListener::from(bind(config.addr)?);
+        let addr =
+            listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
+        let (handle, control) = blocking::start(config, listener, Arc::clone(&library))
+            .map_err(|source| Error::Os { what: "spawn accept thread", source })?;
+        let watcher =
+            library.watch().map_err(|source| Error::Os { what: "spawn watcher thread", source })?;
+        Ok(Server {
+            addr,
+            files,
+            threads: 1,
+            root: config.root.clone(),
+            library,
+            watcher: Some(watcher),
+            engine: Engine::Blocking,
+            wakers: Vec::new(),
+            blocking: Some(control),
+            workers: vec![handle],
+        })
+    }
+
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -140,18 +179,22 @@ impl Server {
     /// The one-line start-up banner.
     pub fn banner(&self) -> String {
         format!(
-            "ringserve: serving {} at http://{}/ (engine io_uring, {} worker thread{}, {} files)",
+            "ringserve: serving {} at http://{}/ (engine {}, {}, {} files)",
             self.root.display(),
             self.addr,
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
+            self.engine.name(),
+            match self.engine {
+                Engine::Uring if self.threads == 1 => "1 worker thread".to_string(),
+                Engine::Uring => format!("{} worker threads", self.threads),
+                Engine::Blocking => "a thread per connection".to_string(),
+            },
             self.files
         )
     }
 
     /// A handle that stops the server.
     pub fn stopper(&self) -> Stopper {
-        Stopper { wakers: self.wakers.clone() }
+        Stopper { wakers: self.wakers.clone(), blocking: self.blocking.clone() }
     }
 
     /// Waits for every worker to finish; returns their counters summed.

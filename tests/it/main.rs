@@ -9,12 +9,14 @@
 //! - `lifecycle`: files changing under the server, graceful shutdown.
 //! - `limits`: every timeout and limit, with small flag values.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
+//! - `engines`: one conformance run against each engine (io_uring and blocking).
 //! - `browser`: headless Chromium loads the demo page and decodes the image.
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
 //!   strict parsing statuses.
 
 mod basics;
 mod browser;
+mod engines;
 mod large;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,300 @@
+//! The blocking baseline engine: the classic design the socket example grows into, one
+//! thread per connection with blocking std::net I/O. It shares `serve`, `batch`, `http` and
+//! `files` with the io_uring engine, so a benchmark between the two isolates the I/O model.
+//! It is also what a user can run where io_uring is unavailable (`--engine blocking`).
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::files::{Library, Snapshot};
+use crate::http::date::DateCache;
+use crate::http::{ParseLimits, Status, Version};
+use crate::limits::{INPUT_BUFFER_BYTES, LINGER_TIMEOUT_SECS};
+use crate::serve::{self, Context, Session, Shared};
+use crate::uring::Counters;
+
+/// Stack per connection thread: the serving path needs little, and 10,000 connections at the
+/// default 8 MiB would reserve 80 GiB of address space.
+pub const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+
+/// Shared between the accept thread, connection threads and the stopper.
+pub struct Control {
+    stopping: AtomicBool,
+    listener_fd: RawFd,
+    /// Open connections by id, so a stop can wake the threads blocked in `read`.
+    open: Mutex<HashMap<u64, RawFd>>,
+    next_id: AtomicU64,
+}
+
+impl Control {
+    /// Stops accepting and wakes idle connections; responses being written finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        // SAFETY: shutdown on descriptors we own (or that were closed, which returns EBADF/
+        // ENOTCONN harmlessly); SHUT_RD wakes a blocked accept/read without touching writes.
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RD) };
+        for fd in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            // SAFETY: as above; the map holds only descriptors of live connection threads.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+        }
+    }
+}
+
+/// Starts the accept thread on `listener`.
+pub fn start(
+    config: &Config,
+    listener: TcpListener,
+    library: Arc<Library>,
+) -> std::io::Result<(JoinHandle<Result<Counters, crate::Error>>, Arc<Control>)> {
+    let control = Arc::new(Control {
+        stopping: AtomicBool::new(false),
+        listener_fd: listener.as_raw_fd(),
+        open: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+    });
+    let settings = Arc::new(Settings::from(config));
+    let accept_control = Arc::clone(&control);
+    let handle = std::thread::Builder::new()
+        .name("ringserve-accept".into())
+        .spawn(move || accept_loop(listener, settings, library, accept_control))?;
+    Ok((handle, control))
+}
+
+/// The configuration a connection thread needs.
+struct Settings {
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    send_timeout: Duration,
+    keepalive_requests: u32,
+    max_connections: usize,
+    limits: ParseLimits,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Settings {
+        Settings {
+            header_timeout: config.header_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            send_timeout: config.send_timeout,
+            keepalive_requests: config.keepalive_requests,
+            max_connections: config.max_connections as usize * config.threads,
+            limits: config.parse_limits,
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    settings: Arc<Settings>,
+    library: Arc<Library>,
+    control: Arc<Control>,
+) -> Result<Counters, crate::Error> {
+    let mut counters = Counters::default();
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    while !control.stopping.load(Ordering::Acquire) {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) if control.stopping.load(Ordering::Acquire) => break,
+            Err(_) => {
+                // EMFILE and friends: back off instead of spinning.
+                counters.accept_errors += 1;
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        threads.retain(|t| !t.is_finished());
+        if threads.len() >= settings.max_connections {
+            counters.refused += 1;
+            continue; // dropped: closed at once
+        }
+        counters.accepted += 1;
+        let id = control.next_id.fetch_add(1, Ordering::Relaxed);
+        control.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stream.as_raw_fd());
+        let (settings, library, conn_control) =
+            (Arc::clone(&settings), Arc::clone(&library), Arc::clone(&control));
+        let spawned =
+            std::thread::Builder::new().stack_size(CONNECTION_STACK_BYTES).spawn(move || {
+                Connection::new(stream, &settings, library).run();
+                conn_control.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(_) => {
+                counters.refused += 1;
+                control.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            }
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(counters)
+}
+
+/// One connection's thread state.
+struct Connection<'s> {
+    stream: TcpStream,
+    settings: &'s Settings,
+    library: Arc<Library>,
+    snapshot: Arc<Snapshot>,
+    snapshot_generation: u64,
+    date: DateCache,
+    input: Box<[u8]>,
+    input_len: usize,
+    batch: Box<Batch>,
+    session: Session,
+}
+
+impl<'s> Connection<'s> {
+    fn new(stream: TcpStream, settings: &'s Settings, library: Arc<Library>) -> Connection<'s> {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(settings.send_timeout));
+        Connection {
+            stream,
+            settings,
+            snapshot_generation: library.generation(),
+            snapshot: library.snapshot(),
+            library,
+            date: DateCache::new(),
+            input: vec![0u8; INPUT_BUFFER_BYTES].into_boxed_slice(),
+            input_len: 0,
+            batch: Batch::new(),
+            session: Session::default(),
+        }
+    }
+
+    /// Reads requests and writes responses until the connection ends.
+    fn run(mut self) {
+        let mut head_started: Option<Instant> = None;
+        loop {
+            self.refresh();
+            let shared = Shared {
+                snapshot: &self.snapshot,
+                date: self.date.bytes(),
+                limits: &self.settings.limits,
+                keepalive_requests: self.settings.keepalive_requests,
+            };
+            let used =
+                self.session.serve_all(&self.input[..self.input_len], &shared, &mut self.batch);
+            self.input.copy_within(used..self.input_len, 0);
+            self.input_len -= used;
+            if !self.batch.is_empty() {
+                let sent = self.write_batch();
+                self.batch.clear();
+                if !sent {
+                    return;
+                }
+                if self.session.closing {
+                    self.linger();
+                    return;
+                }
+                head_started = None;
+                continue; // more pipelined requests may be waiting in the input
+            }
+            // Wait for more bytes: the header deadline runs from the first byte of a head.
+            let timeout = if self.input_len > 0 {
+                let started = *head_started.get_or_insert_with(Instant::now);
+                self.settings.header_timeout.saturating_sub(started.elapsed())
+            } else {
+                self.settings.keepalive_timeout
+            };
+            match self.read_more(timeout) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if self.input_len > 0 {
+                        self.respond_timeout();
+                    }
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.date.refresh(SystemTime::now());
+        let generation = self.library.generation();
+        if generation != self.snapshot_generation {
+            self.snapshot_generation = generation;
+            self.snapshot = self.library.snapshot();
+        }
+    }
+
+    fn read_more(&mut self, timeout: Duration) -> std::io::Result<usize> {
+        if timeout.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(timeout))?;
+        let n = self.stream.read(&mut self.input[self.input_len..])?;
+        self.input_len += n;
+        Ok(n)
+    }
+
+    /// Writes the whole batch with sendmsg, resuming after short writes. False on error or
+    /// send timeout.
+    fn write_batch(&mut self) -> bool {
+        while !self.batch.is_empty() {
+            // SAFETY: the msghdr and iovecs point into `self.batch` and the snapshot it holds,
+            // both alive and unmodified for the duration of this synchronous call.
+            let n = unsafe {
+                libc::sendmsg(self.stream.as_raw_fd(), self.batch.msghdr(), libc::MSG_NOSIGNAL)
+            };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return false;
+            }
+            self.batch.advance(n as usize);
+        }
+        true
+    }
+
+    fn respond_timeout(&mut self) {
+        let ctx = Context {
+            snapshot: &self.snapshot,
+            date: self.date.bytes(),
+            last_request: true,
+            limits: &self.settings.limits,
+        };
+        if serve::push_error(
+            &mut self.batch,
+            &ctx,
+            Status::RequestTimeout,
+            false,
+            false,
+            Version::Http11,
+        )
+        .is_ok()
+            && self.write_batch()
+        {
+            self.linger();
+        }
+    }
+
+    /// Half-closes and discards what the client still sends, so it reads our last response
+    /// instead of a reset.
+    fn linger(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + Duration::from_secs(LINGER_TIMEOUT_SECS.into());
+        let mut sink = [0u8; 4096];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
