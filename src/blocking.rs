@@ -48,12 +48,15 @@ impl Control {
     }
 }
 
+/// A thread running an engine; it returns the engine's counters when it stops.
+pub type EngineThread = JoinHandle<Result<Counters, crate::Error>>;
+
 /// Starts the accept thread on `listener`.
 pub fn start(
     config: &Config,
     listener: TcpListener,
     library: Arc<Library>,
-) -> std::io::Result<(JoinHandle<Result<Counters, crate::Error>>, Arc<Control>)> {
+) -> std::io::Result<(EngineThread, Arc<Control>)> {
     let control = Arc::new(Control {
         stopping: AtomicBool::new(false),
         listener_fd: listener.as_raw_fd(),
