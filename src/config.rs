@@ -65,6 +65,11 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=limits::HEADER_COUNT_MAX as i64))]
     pub max_headers: u32,
 
+    /// Milliseconds between rescans of the root for changed files; 0 serves the start-up
+    /// snapshot forever (for immutable content).
+    #[arg(long, default_value_t = crate::files::RESCAN_INTERVAL_MILLIS, value_name = "MILLIS")]
+    pub watch_interval: u64,
+
     /// Seconds that SIGINT/SIGTERM waits for in-flight responses before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS",
           value_parser = clap::value_parser!(u32).range(0..=3600))]
@@ -115,6 +120,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Request-head limits.
     pub parse_limits: crate::http::ParseLimits,
+    /// Rescan interval; `None` disables the watcher.
+    pub watch_interval: Option<Duration>,
 }
 
 impl Config {
@@ -145,6 +152,8 @@ impl Config {
             keepalive_requests: cli.keepalive_requests,
             max_connections: cli.max_connections,
             shutdown_timeout: Duration::from_secs(cli.shutdown_timeout.into()),
+            watch_interval: (cli.watch_interval > 0)
+                .then(|| Duration::from_millis(cli.watch_interval)),
             parse_limits: crate::http::ParseLimits {
                 head_bytes_max: cli.max_header_bytes as usize,
                 header_count_max: cli.max_headers as usize,

@@ -133,9 +133,7 @@ impl Server {
                 Err(_) => break,
             }
         }
-        server.watcher = Some(
-            library.watch().map_err(|source| Error::Os { what: "spawn watcher thread", source })?,
-        );
+        server.watcher = start_watcher(&library, config)?;
         Ok(server)
     }
 
@@ -150,15 +148,14 @@ impl Server {
             listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
         let (handle, control) = blocking::start(config, listener, Arc::clone(&library))
             .map_err(|source| Error::Os { what: "spawn accept thread", source })?;
-        let watcher =
-            library.watch().map_err(|source| Error::Os { what: "spawn watcher thread", source })?;
+        let watcher = start_watcher(&library, config)?;
         Ok(Server {
             addr,
             files,
             threads: 1,
             root: config.root.clone(),
             library,
-            watcher: Some(watcher),
+            watcher,
             engine: Engine::Blocking,
             wakers: Vec::new(),
             blocking: Some(control),
@@ -231,6 +228,15 @@ impl Server {
         }
         self.library.stop();
     }
+}
+
+/// The file watcher, unless disabled by `--watch-interval 0`.
+fn start_watcher(library: &Arc<Library>, config: &Config) -> Result<Option<JoinHandle<()>>, Error> {
+    let Some(interval) = config.watch_interval else { return Ok(None) };
+    let handle = library
+        .watch(interval)
+        .map_err(|source| Error::Os { what: "spawn watcher thread", source })?;
+    Ok(Some(handle))
 }
 
 /// A listening TCP socket with SO_REUSEPORT, so every worker has its own accept queue.

@@ -27,7 +27,7 @@ use crate::Error;
 /// truncated page makes the send fail with EFAULT and the connection close, not the process die.
 pub const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
 
-/// How often the watcher rescans the root: changes show up within this time.
+/// Default time between rescans of the root: changes show up within this time.
 pub const RESCAN_INTERVAL_MILLIS: u64 = 500;
 
 /// A file's bytes.
@@ -346,12 +346,15 @@ impl Library {
         true
     }
 
-    /// Starts the watcher thread, which rescans every `RESCAN_INTERVAL_MILLIS` until `stop`.
-    pub fn watch(self: &Arc<Library>) -> io::Result<std::thread::JoinHandle<()>> {
+    /// Starts the watcher thread, which rescans every `interval` until `stop`.
+    pub fn watch(
+        self: &Arc<Library>,
+        interval: Duration,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
         let library = Arc::clone(self);
         std::thread::Builder::new().name("ringserve-watch".into()).spawn(move || {
             while !library.stop.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(RESCAN_INTERVAL_MILLIS));
+                std::thread::sleep(interval);
                 library.refresh();
             }
         })

@@ -1,6 +1,7 @@
 //! The `Date` header value, formatted at most once per second per worker (hyper's date.rs
 //! idea): formatting an IMF-fixdate per request would cost more than parsing the request.
 
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -27,12 +28,12 @@ impl DateCache {
             return;
         }
         self.second = second;
-        let formatted =
-            httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(second));
-        let bytes = formatted.as_bytes();
-        debug_assert_eq!(bytes.len(), DATE_BYTES);
-        if bytes.len() == DATE_BYTES {
-            self.text.copy_from_slice(bytes);
+        // Formatted through `Write` into the fixed array: no allocation, even once a second.
+        let date = httpdate::HttpDate::from(UNIX_EPOCH + std::time::Duration::from_secs(second));
+        let mut text = [b' '; DATE_BYTES];
+        let mut out = &mut text[..];
+        if write!(out, "{date}").is_ok() && out.is_empty() {
+            self.text = text;
         }
     }
 
