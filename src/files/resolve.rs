@@ -21,73 +21,78 @@ pub enum Invalid {
     BadPath,
 }
 
-/// Room for the decoded path: decoding never makes a path longer.
+/// Room for the longest decoded path: decoding never makes a path longer.
 pub type PathBuffer = [u8; REQUEST_TARGET_BYTES_MAX];
 
-/// Decodes and normalizes `path` (which starts with `/`) into `out`.
-pub fn resolve(path: &[u8], out: &mut PathBuffer) -> Result<Resolved, Invalid> {
-    let mut decoded = [0u8; REQUEST_TARGET_BYTES_MAX];
-    let decoded_len = percent_decode(path, &mut decoded)?;
-    let decoded = &decoded[..decoded_len];
-    if decoded.first() != Some(&b'/') || decoded.contains(&0) {
+/// Decodes and normalizes `path` (which starts with `/`) into `out`, in one pass: bytes are
+/// percent-decoded as they are copied, and each segment is judged when its `/` arrives. A
+/// decoded `%2F` separates segments like `/` does (it can still never climb out).
+pub fn resolve(path: &[u8], out: &mut [u8]) -> Result<Resolved, Invalid> {
+    if path.first() != Some(&b'/') {
         return Err(Invalid::BadPath);
     }
-    let mut len = 0usize;
-    let mut trailing_slash = false;
-    for segment in decoded[1..].split(|&b| b == b'/') {
-        trailing_slash = false;
-        match segment {
-            b"" | b"." => trailing_slash = true,
-            b".." => {
-                if len == 0 {
-                    return Err(Invalid::BadPath); // an attempt to leave the root
-                }
-                pop_segment(out, &mut len);
-                trailing_slash = true;
+    let mut len = 0usize; // out[..len]: finished segments, each followed by '/', then the current one
+    let mut segment_start = 0usize;
+    let mut trailing_slash;
+    let mut i = 1;
+    loop {
+        let byte = match path.get(i) {
+            None => None,
+            Some(b'%') => {
+                let hi = path.get(i + 1).and_then(|&b| hex_value(b));
+                let lo = path.get(i + 2).and_then(|&b| hex_value(b));
+                let (Some(hi), Some(lo)) = (hi, lo) else { return Err(Invalid::BadPath) };
+                i += 3;
+                Some(hi << 4 | lo)
             }
-            name => {
-                if len > 0 {
-                    out[len] = b'/';
-                    len += 1;
+            Some(&b) => {
+                i += 1;
+                Some(b)
+            }
+        };
+        match byte {
+            Some(0) => return Err(Invalid::BadPath),
+            Some(b'/') | None => {
+                match &out[segment_start..len] {
+                    b"" | b"." => {
+                        len = segment_start;
+                        trailing_slash = true;
+                    }
+                    b".." => {
+                        if segment_start == 0 {
+                            return Err(Invalid::BadPath); // an attempt to leave the root
+                        }
+                        let previous_end = segment_start - 1; // the '/' ending the previous one
+                        let previous_start = out[..previous_end]
+                            .iter()
+                            .rposition(|&b| b == b'/')
+                            .map_or(0, |p| p + 1);
+                        len = previous_start;
+                        segment_start = previous_start;
+                        trailing_slash = true;
+                    }
+                    _ if byte.is_some() => {
+                        *out.get_mut(len).ok_or(Invalid::BadPath)? = b'/';
+                        len += 1;
+                        segment_start = len;
+                        trailing_slash = true;
+                    }
+                    _ => trailing_slash = false,
                 }
-                out[len..len + name.len()].copy_from_slice(name);
-                len += name.len();
+                if byte.is_none() {
+                    break;
+                }
+            }
+            Some(b) => {
+                *out.get_mut(len).ok_or(Invalid::BadPath)? = b;
+                len += 1;
             }
         }
     }
-    Ok(Resolved { len, trailing_slash })
-}
-
-/// Removes the last segment of `out[..len]`.
-fn pop_segment(out: &PathBuffer, len: &mut usize) {
-    let last_slash = out[..*len].iter().rposition(|&b| b == b'/');
-    *len = last_slash.unwrap_or(0);
-}
-
-/// Decodes `%XX` escapes once. `+` stays `+` (it is only a space in query strings).
-fn percent_decode(input: &[u8], out: &mut PathBuffer) -> Result<usize, Invalid> {
-    let mut len = 0;
-    let mut i = 0;
-    while i < input.len() {
-        let byte = match input[i] {
-            b'%' => {
-                let hi = input.get(i + 1).and_then(|&b| hex_value(b));
-                let lo = input.get(i + 2).and_then(|&b| hex_value(b));
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(Invalid::BadPath);
-                };
-                i += 3;
-                hi << 4 | lo
-            }
-            b => {
-                i += 1;
-                b
-            }
-        };
-        *out.get_mut(len).ok_or(Invalid::BadPath)? = byte;
-        len += 1;
+    if len > 0 && out[len - 1] == b'/' {
+        len -= 1; // the last segment was empty, "." or "..": drop its separator
     }
-    Ok(len)
+    Ok(Resolved { len, trailing_slash })
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -106,6 +111,10 @@ mod tests {
     fn check(path: &str) -> Result<(String, bool), Invalid> {
         let mut out = [0u8; REQUEST_TARGET_BYTES_MAX];
         let r = resolve(path.as_bytes(), &mut out)?;
+        let mut small = [0u8; 64];
+        if path.len() < small.len() {
+            assert_eq!(resolve(path.as_bytes(), &mut small), Ok(Resolved { ..r }), "{path}");
+        }
         Ok((String::from_utf8_lossy(&out[..r.len]).into_owned(), r.trailing_slash))
     }
 
