@@ -35,6 +35,10 @@ use pool::Pool;
 use slots::{Phase, Slot, Slots, Timer, NO_BUFFER};
 use token::{Op, Token};
 
+/// Direct descriptors reserved beyond the connection limit, so connections over the limit can
+/// still be accepted and closed at once instead of waiting in the backlog.
+const REFUSED_IN_FLIGHT_MAX: u32 = 64;
+
 /// An input buffer: bytes received and not yet answered.
 type Input = [u8; INPUT_BUFFER_BYTES];
 
@@ -108,6 +112,16 @@ impl Worker {
         let (ring, _mode) = ring::build()?;
         let bufs = BufRing::register(&ring, RECV_BUFFER_COUNT, RECV_BUFFER_BYTES)
             .map_err(|source| Error::Uring { what: "buffer ring registration", source })?;
+        // Room for every connection plus some that are accepted only to be closed at once. The
+        // kernel caps the table at RLIMIT_NOFILE; with a smaller table the connection limit
+        // shrinks to fit, so connections beyond it are still refused at once, not dropped by
+        // a full table (accept then fails with ENFILE, which backs off for a tick).
+        let table = (config.max_connections + REFUSED_IN_FLIGHT_MAX).min(nofile_limit()).max(2);
+        let max_connections =
+            config.max_connections.min(table - (table / 4).min(REFUSED_IN_FLIGHT_MAX));
+        ring.submitter()
+            .register_files_sparse(table)
+            .map_err(|source| Error::Uring { what: "fixed-file table registration", source })?;
         let secs = |d: std::time::Duration| d.as_secs().max(1);
         Ok(Worker {
             ring,
@@ -134,7 +148,7 @@ impl Worker {
                 shutdown: config.shutdown_timeout.as_secs(),
             },
             keepalive_requests: config.keepalive_requests,
-            max_connections: config.max_connections,
+            max_connections,
             started: Instant::now(),
             now: 0,
             accept_armed: false,
@@ -206,8 +220,12 @@ impl Worker {
     // ---- submissions -------------------------------------------------------------------
 
     fn arm_accept(&mut self) {
+        // Direct accept (Linux 5.19): each socket goes straight into the ring's fixed-file
+        // table and is never a process descriptor, so later operations skip the fd-table
+        // lookup and refcounting (shared by all threads), and no descriptor number can be
+        // reused under an operation in flight.
         let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
+            .allocate_file_index(true)
             .build()
             .user_data(Token::worker(Op::Accept).pack());
         // SAFETY: multishot accept without a sockaddr carries no pointer.
@@ -240,9 +258,8 @@ impl Worker {
     fn arm_recv(&mut self, index: u32) {
         let slot = self.slots.get(index);
         let token = Token { op: Op::Recv, generation: slot.generation, slot: index };
-        let entry = opcode::RecvMulti::new(types::Fd(slot.fd), BUFFER_GROUP)
-            .build()
-            .user_data(token.pack());
+        let entry =
+            opcode::RecvMulti::new(fixed(slot.fd), BUFFER_GROUP).build().user_data(token.pack());
         slot.recv_armed = true;
         slot.recv_paused = false;
         // SAFETY: the recv names a buffer group, not a buffer: the kernel picks buffers from
@@ -265,7 +282,7 @@ impl Worker {
             return;
         }
         let token = Token { op: Op::Send, generation: slot.generation, slot: index };
-        let entry = opcode::SendMsg::new(types::Fd(slot.fd), batch.msghdr())
+        let entry = opcode::SendMsg::new(fixed(slot.fd), batch.msghdr())
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(token.pack());
@@ -317,7 +334,7 @@ impl Worker {
             }
             None => {
                 self.counters.refused += 1;
-                let entry = opcode::Close::new(types::Fd(fd))
+                let entry = opcode::Close::new(fixed(fd))
                     .build()
                     .user_data(Token::worker(Op::Reject).pack());
                 // SAFETY: close carries no pointer.
@@ -582,7 +599,7 @@ impl Worker {
         self.push_slot_op(
             index,
             Op::Shutdown,
-            opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build(),
+            opcode::Shutdown::new(fixed(fd), libc::SHUT_WR).build(),
         );
         self.slots.arm(index, Timer::Linger, self.now + self.ticks.linger);
     }
@@ -643,7 +660,7 @@ impl Worker {
         if !slot.close_submitted && slot.other_ops == 0 {
             slot.close_submitted = true;
             let fd = slot.fd;
-            self.push_slot_op(index, Op::Close, opcode::Close::new(types::Fd(fd)).build());
+            self.push_slot_op(index, Op::Close, opcode::Close::new(fixed(fd)).build());
             return;
         }
         if slot.close_submitted && slot.other_ops == 0 {
@@ -745,6 +762,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// The soft RLIMIT_NOFILE (the start-up code raised it to the hard limit).
+fn nofile_limit() -> u32 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the local struct only.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX)
+}
+
+/// The ring's fixed-file slot of a connection (`Slot::fd` holds the direct descriptor index).
+fn fixed(fd: RawFd) -> types::Fixed {
+    types::Fixed(fd as u32)
 }
 
 /// Serves what `input` holds into the slot's batch (taken from the pool if it has none).

@@ -54,7 +54,7 @@ pub enum Phase {
 
 /// One connection's state. About 64 bytes; buffers are borrowed from pools only while used.
 pub struct Slot {
-    /// The socket.
+    /// The socket: its index in the ring's fixed-file table (a direct descriptor).
     pub fd: RawFd,
     /// Bumped when the slot is freed; part of every token.
     pub generation: u32,

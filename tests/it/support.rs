@@ -75,6 +75,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         // SAFETY: as in `terminate`; harmless if the child already exited and was reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // A server that does not drain in time is killed, so a bug cannot hang the suite.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
