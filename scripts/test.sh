@@ -34,4 +34,10 @@ echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> cargo test (unit, integration, browser)"
-RINGSERVE_REQUIRE_BROWSER=1 cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+RINGSERVE_REQUIRE_BROWSER=1 cargo test --workspace 2>&1 | tee "$log"
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
