@@ -16,6 +16,27 @@ use crate::limits::{BATCH_HEAD_BYTES, BATCH_IOVEC_COUNT, RESPONSE_HEAD_BYTES_MAX
 /// kernel less than an extra iovec, and a pipelined burst of small files becomes one segment.
 pub const INLINE_BODY_BYTES_MAX: usize = 2048;
 
+/// Bodies at least this large are spliced from their file (file -> pipe -> socket, no copy
+/// in user space or into the socket buffer) instead of sent from the mapping with sendmsg,
+/// which copies every byte into the socket buffer.
+pub const SPLICE_BODY_BYTES_MIN: usize = 256 * 1024;
+
+/// A body to splice from a file after the batch's iovecs are sent.
+#[derive(Debug, Clone, Copy)]
+pub struct SpliceBody {
+    /// The file, kept open by the snapshot the batch holds.
+    pub fd: std::os::fd::RawFd,
+    /// Next file offset to move into the pipe.
+    pub offset: u64,
+    /// Bytes not yet moved into the pipe.
+    pub to_pipe: u64,
+    /// Bytes in the pipe, not yet moved to the socket.
+    pub in_pipe: u64,
+    /// The body's first byte in the mapping and its file offset, for a fallback to sendmsg.
+    mapped: *const u8,
+    first_offset: u64,
+}
+
 /// Responses waiting to be sent on one connection.
 pub struct Batch {
     heads: Box<[u8]>,
@@ -31,6 +52,8 @@ pub struct Batch {
     /// The message header handed to `sendmsg`; its address must not move while a send is in
     /// flight, so batches are always boxed.
     msg: libc::msghdr,
+    /// A large body that follows the iovecs; a batch with one takes no further responses.
+    splice: Option<SpliceBody>,
 }
 
 impl Batch {
@@ -48,18 +71,72 @@ impl Batch {
             // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid value
             // (null pointers, zero lengths).
             msg: unsafe { std::mem::zeroed() },
+            splice: None,
         })
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
+        self.remaining_bytes == 0 && self.splice.is_none()
+    }
+
+    /// Whether the iovecs are all sent (a spliced body may still follow).
+    pub fn iovecs_sent(&self) -> bool {
         self.remaining_bytes == 0
     }
 
     /// Whether one more response of any kind fits.
     pub fn has_room(&self) -> bool {
-        self.iov_len + 2 <= self.iov.len()
+        self.splice.is_none()
+            && self.iov_len + 2 <= self.iov.len()
             && self.heads.len() - self.heads_len >= RESPONSE_HEAD_BYTES_MAX
+    }
+
+    /// Queues a response whose body is a slice of an open file's mapping: large bodies are
+    /// marked for splicing from `fd` at `offset`, smaller ones are queued like `push`.
+    pub fn push_file(
+        &mut self,
+        write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,
+        body: &[u8],
+        file: Option<(std::os::fd::RawFd, u64)>,
+    ) -> Result<(), Overflow> {
+        let Some((fd, offset)) = file.filter(|_| body.len() >= SPLICE_BODY_BYTES_MIN) else {
+            return self.push(write, body);
+        };
+        self.push(write, &[])?;
+        self.splice = Some(SpliceBody {
+            fd,
+            offset,
+            to_pipe: body.len() as u64,
+            in_pipe: 0,
+            mapped: body.as_ptr(),
+            first_offset: offset,
+        });
+        Ok(())
+    }
+
+    /// The body to splice once the iovecs are sent, if any.
+    pub fn splice(&mut self) -> Option<&mut SpliceBody> {
+        self.splice.as_mut()
+    }
+
+    /// Marks the spliced body as completely sent.
+    pub fn finish_splice(&mut self) {
+        self.splice = None;
+    }
+
+    /// Turns a spliced body that has not started into an iovec over its mapping, for when no
+    /// pipe is available. Returns false if splicing already began (then it must continue).
+    pub fn splice_to_iovec(&mut self) -> bool {
+        match self.splice {
+            Some(body) if body.in_pipe == 0 && self.iov_len < self.iov.len() => {
+                self.splice = None;
+                let done = (body.offset - body.first_offset) as usize;
+                self.push_iov(body.mapped.wrapping_add(done), body.to_pipe as usize);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Pins the snapshot whose mappings the queued bodies point into.
@@ -156,6 +233,7 @@ impl Batch {
         self.iov_next = 0;
         self.remaining_bytes = 0;
         self.snapshot = None;
+        self.splice = None;
     }
 }
 

@@ -245,7 +245,7 @@ impl<'s> Connection<'s> {
     /// Writes the whole batch with sendmsg, resuming after short writes. False on error or
     /// send timeout.
     fn write_batch(&mut self) -> bool {
-        while !self.batch.is_empty() {
+        while !self.batch.iovecs_sent() {
             // SAFETY: the msghdr and iovecs point into `self.batch` and the snapshot it holds,
             // both alive and unmodified for the duration of this synchronous call.
             let n = unsafe {
@@ -259,6 +259,24 @@ impl<'s> Connection<'s> {
             }
             self.batch.advance(n as usize);
         }
+        let sock = self.stream.as_raw_fd();
+        while let Some(body) = self.batch.splice().filter(|b| b.to_pipe > 0) {
+            // The blocking engine sends large bodies with sendfile (same zero-copy path as
+            // the io_uring engine's splice).
+            let mut offset = body.offset as libc::off_t;
+            // SAFETY: `offset` is a live local; both descriptors are open (the file is owned by
+            // the snapshot the batch holds).
+            let n = unsafe { libc::sendfile(sock, body.fd, &mut offset, body.to_pipe as usize) };
+            if n <= 0 {
+                if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return false; // error, send timeout, or the file shrank under us
+            }
+            body.offset += n as u64;
+            body.to_pipe -= n as u64;
+        }
+        self.batch.finish_splice();
         true
     }
 

@@ -285,18 +285,19 @@ fn respond_file(
     match evaluate_range(req, rep) {
         Ranges::Full => {
             let body = if head_only { &[][..] } else { rep.body() };
-            batch.push(
+            batch.push_file(
                 |w| {
                     w.start(Status::Ok, ctx.date)?;
                     w.put(&rep.fields_200)?;
                     w.finish(keep_alive, http10)
                 },
                 body,
+                rep.file_fd().map(|fd| (fd, 0)),
             )
         }
         Ranges::One { first, last } => {
             let body = &rep.body()[first as usize..=last as usize];
-            batch.push(
+            batch.push_file(
                 |w| {
                     w.start(Status::PartialContent, ctx.date)?;
                     w.put(&rep.type_line)?;
@@ -313,6 +314,7 @@ fn respond_file(
                     w.finish(keep_alive, http10)
                 },
                 body,
+                rep.file_fd().map(|fd| (fd, first)),
             )
         }
         Ranges::Unsatisfiable => {

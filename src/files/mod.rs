@@ -34,7 +34,9 @@ pub const RESCAN_INTERVAL_MILLIS: u64 = 500;
 enum Bytes {
     Empty,
     Copied(Box<[u8]>),
-    Mapped(Mmap),
+    /// The mapping, and the open file, which the io_uring engine splices from for large
+    /// bodies (zero-copy, like sendfile).
+    Mapped(Mmap, File),
 }
 
 /// Identity of a file version: if none of these changed, the entry is reused on rescan.
@@ -99,7 +101,8 @@ impl Entry {
             // while mapped. Bytes of mapped files are only read by the kernel (sendmsg
             // iovecs), where a truncated page fails the send with EFAULT instead of raising
             // SIGBUS; user space copies only files small enough to be `Copied`.
-            Bytes::Mapped(unsafe { Mmap::map(&file)? })
+            let map = unsafe { Mmap::map(&file)? };
+            Bytes::Mapped(map, file)
         };
         Ok((bytes, stamp))
     }
@@ -148,7 +151,15 @@ impl Entry {
         match &self.bytes {
             Bytes::Empty => &[],
             Bytes::Copied(b) => b,
-            Bytes::Mapped(m) => m,
+            Bytes::Mapped(m, _) => m,
+        }
+    }
+
+    /// The open file behind a mapped body (files over `COPIED_FILE_BYTES_MAX`), for splicing.
+    pub fn file_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.bytes {
+            Bytes::Mapped(_, file) => Some(std::os::fd::AsRawFd::as_raw_fd(file)),
+            Bytes::Empty | Bytes::Copied(_) => None,
         }
     }
 

@@ -13,7 +13,7 @@ pub mod ring;
 pub mod slots;
 pub mod token;
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -32,7 +32,7 @@ use crate::Error;
 
 use buf_ring::{BufRing, BUFFER_GROUP};
 use pool::Pool;
-use slots::{Phase, Slot, Slots, Timer, NO_BUFFER};
+use slots::{Phase, Slot, Slots, SpliceStage, Timer, NO_BUFFER};
 use token::{Op, Token};
 
 /// Direct descriptors reserved beyond the connection limit, so connections over the limit can
@@ -77,6 +77,7 @@ pub struct Worker {
     held_len: Box<[u32]>,
     inputs: Pool<Input>,
     batches: Pool<Batch>,
+    pipes: Pipes,
     listener: OwnedFd,
     wake: Arc<OwnedFd>,
     /// Target of the eventfd read; boxed so its address is fixed while the read is in flight.
@@ -131,6 +132,7 @@ impl Worker {
             held_len: vec![0; usize::from(RECV_BUFFER_COUNT)].into_boxed_slice(),
             inputs: Pool::new(|| Box::new([0u8; INPUT_BUFFER_BYTES])),
             batches: Pool::new(Batch::new),
+            pipes: Pipes::default(),
             listener,
             wake,
             wake_value: Box::new(0),
@@ -267,7 +269,8 @@ impl Worker {
         unsafe { ring::push(&mut self.ring, &entry) };
     }
 
-    /// Sends the slot's batch if one is ready and no send is in flight.
+    /// Sends the slot's batch if one is ready and no send is in flight: its iovecs with one
+    /// sendmsg, then a large body, if any, by splicing.
     fn flush(&mut self, index: u32) {
         let slot = self.slots.get(index);
         if slot.sending {
@@ -281,17 +284,72 @@ impl Worker {
             slot.batch = None;
             return;
         }
+        if batch.iovecs_sent() {
+            self.splice_more(index);
+            return;
+        }
+        let more = if batch.splice().is_some() { libc::MSG_MORE } else { 0 };
         let token = Token { op: Op::Send, generation: slot.generation, slot: index };
         let entry = opcode::SendMsg::new(fixed(slot.fd), batch.msghdr())
-            .flags(libc::MSG_NOSIGNAL as u32)
+            .flags((libc::MSG_NOSIGNAL | more) as u32)
             .build()
             .user_data(token.pack());
         slot.sending = true;
+        slot.splice_stage = SpliceStage::None;
         // SAFETY: the msghdr and its iovecs live inside the boxed batch, which stays assigned
         // to this slot (`slot.batch`) and unmodified until `on_send` reaps this send. The
         // iovecs point into the batch's own head area or into file mappings owned by the
         // snapshot the batch holds an `Arc` to (batch.rs invariant).
         unsafe { ring::push(&mut self.ring, &entry) };
+        self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
+    }
+
+    /// Moves the next chunk of a large body: file -> pipe, or pipe -> socket while the pipe
+    /// holds bytes. Without a free pipe, a body that has not started goes out by sendmsg.
+    fn splice_more(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        let batch_index = slot.batch.expect("splicing needs a batch");
+        if slot.pipe.is_none() {
+            slot.pipe = self.pipes.take();
+        }
+        let Some(pipe_index) = slot.pipe else {
+            if self.batches.get(batch_index).splice_to_iovec() {
+                self.flush(index);
+            } else {
+                self.begin_close(index);
+            }
+            return;
+        };
+        let pipe = self.pipes.get(pipe_index);
+        let body = *self.batches.get(batch_index).splice().expect("a body to splice");
+        let slot = self.slots.get(index);
+        let (entry, stage) = if body.in_pipe > 0 {
+            let entry = opcode::Splice::new(
+                types::Fd(pipe.read.as_raw_fd()),
+                -1,
+                fixed(slot.fd),
+                -1,
+                body.in_pipe as u32,
+            );
+            (entry, SpliceStage::ToSocket)
+        } else {
+            let chunk = body.to_pipe.min(u64::from(pipe.capacity)) as u32;
+            let entry = opcode::Splice::new(
+                types::Fd(body.fd),
+                body.offset as i64,
+                types::Fd(pipe.write.as_raw_fd()),
+                -1,
+                chunk,
+            );
+            (entry, SpliceStage::ToPipe)
+        };
+        let token = Token { op: Op::Send, generation: slot.generation, slot: index };
+        slot.sending = true;
+        slot.splice_stage = stage;
+        // SAFETY: splice carries descriptors, no pointers. The file stays open through the
+        // snapshot the slot's batch holds; the pipe stays in the pool, assigned to this slot,
+        // until the splice completes.
+        unsafe { ring::push(&mut self.ring, &entry.build().user_data(token.pack())) };
         self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
     }
 
@@ -539,21 +597,41 @@ impl Worker {
             return;
         };
         slot.sending = false;
+        let stage = std::mem::replace(&mut slot.splice_stage, SpliceStage::None);
         let batch_index = slot.batch.expect("a send in flight has a batch");
         let phase = slot.phase;
-        if phase != Phase::Open || result < 0 {
+        // A splice moving 0 bytes from the file means the file shrank under us.
+        let failed = result < 0 || (result == 0 && stage != SpliceStage::None);
+        if phase != Phase::Open || failed {
+            self.release_pipe(token.slot);
             self.release_batch(token.slot);
             if phase == Phase::Open {
-                self.begin_close(token.slot); // EPIPE, ECONNRESET...
+                self.begin_close(token.slot); // EPIPE, ECONNRESET, EFAULT...
             }
             self.finish_close(token.slot);
             return;
         }
-        if !self.batches.get(batch_index).advance(result as usize) {
-            self.flush(token.slot); // short send: resume where it stopped
+        let batch = self.batches.get(batch_index);
+        let done = match (stage, batch.splice()) {
+            (SpliceStage::None, _) => batch.advance(result as usize) && batch.is_empty(),
+            (SpliceStage::ToPipe, Some(body)) => {
+                body.offset += result as u64;
+                body.to_pipe -= result as u64;
+                body.in_pipe += result as u64;
+                false
+            }
+            (SpliceStage::ToSocket, Some(body)) => {
+                body.in_pipe -= result as u64;
+                body.to_pipe == 0 && body.in_pipe == 0
+            }
+            (_, None) => unreachable!("a splice completion without a spliced body"),
+        };
+        if !done {
+            self.flush(token.slot); // short send, or the next splice step
             return;
         }
         self.counters.sends += 1;
+        self.release_pipe(token.slot);
         self.release_batch(token.slot);
         if self.slots.get(token.slot).session.closing {
             self.begin_linger(token.slot);
@@ -561,6 +639,17 @@ impl Worker {
         }
         self.drain_input(token.slot);
         self.after_progress(token.slot);
+    }
+
+    /// Returns the slot's pipe to the pool, or closes it if bytes are left in it.
+    fn release_pipe(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        let Some(pipe_index) = slot.pipe.take() else { return };
+        let clean = slot
+            .batch
+            .map(|b| self.batches.get(b).splice().is_none_or(|body| body.in_pipe == 0))
+            .unwrap_or(true);
+        self.pipes.put(pipe_index, clean);
     }
 
     fn release_batch(&mut self, index: u32) {
@@ -623,6 +712,7 @@ impl Worker {
             let send = Token { op: Op::Send, generation, slot: index };
             self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(send.pack()).build());
         } else {
+            self.release_pipe(index);
             self.release_batch(index);
         }
         self.finish_close(index);
@@ -760,6 +850,80 @@ impl Worker {
             } else {
                 slot.session.closing = true;
             }
+        }
+    }
+}
+
+/// Bytes a splice pipe can hold: one call moves up to this much of a large body. The kernel
+/// may grant less (fs.pipe-max-size); the pipe's real capacity is used.
+const PIPE_BYTES: i32 = 1024 * 1024;
+
+/// Pipes per worker at most: each is two descriptors; a connection without one sends its
+/// large body with sendmsg from the mapping instead.
+const PIPES_MAX: usize = 256;
+
+/// A pipe for splicing large bodies.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: u32,
+}
+
+impl Pipe {
+    fn new() -> Option<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the local array; checked below.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return None;
+        }
+        // SAFETY: both descriptors are fresh and owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let fd = write.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own; failure leaves the default size, read next.
+        let size = match unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) } {
+            size if size > 0 => size,
+            // SAFETY: as above.
+            _ => unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) },
+        };
+        Some(Pipe { read, write, capacity: size.max(4096) as u32 })
+    }
+}
+
+/// The worker's pipes, created on first need and reused.
+#[derive(Default)]
+struct Pipes {
+    pipes: Vec<Option<Pipe>>,
+    free: Vec<u32>,
+}
+
+impl Pipes {
+    fn take(&mut self) -> Option<u32> {
+        if let Some(index) = self.free.pop() {
+            return Some(index);
+        }
+        let slot = self.pipes.iter().position(Option::is_none);
+        if slot.is_none() && self.pipes.len() >= PIPES_MAX {
+            return None;
+        }
+        let pipe = Pipe::new()?;
+        let index = slot.unwrap_or_else(|| {
+            self.pipes.push(None);
+            self.pipes.len() - 1
+        });
+        self.pipes[index] = Some(pipe);
+        Some(index as u32)
+    }
+
+    fn get(&self, index: u32) -> &Pipe {
+        self.pipes[index as usize].as_ref().expect("a taken pipe exists")
+    }
+
+    /// Returns a pipe; one with bytes left in it is closed instead of reused.
+    fn put(&mut self, index: u32, clean: bool) {
+        if clean {
+            self.free.push(index);
+        } else {
+            self.pipes[index as usize] = None;
         }
     }
 }

@@ -38,6 +38,17 @@ pub enum Timer {
 /// Number of timer lists (every kind but `None`).
 const TIMER_KINDS: usize = 4;
 
+/// Which step of a large body's splice is in flight (the send slot's operation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceStage {
+    /// The send in flight is a sendmsg (or nothing is in flight).
+    None,
+    /// File -> pipe.
+    ToPipe,
+    /// Pipe -> socket.
+    ToSocket,
+}
+
 /// The life of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -84,6 +95,10 @@ pub struct Slot {
     pub held_tail: u16,
     /// Index of the batch being filled or sent, if any.
     pub batch: Option<u32>,
+    /// Index of the pipe lent for splicing a large body, if any.
+    pub pipe: Option<u32>,
+    /// What the in-flight send is, when it is a splice.
+    pub splice_stage: SpliceStage,
     /// The timer list the slot is in.
     pub timer: Timer,
     /// Tick at which the timer expires.
@@ -110,6 +125,8 @@ impl Slot {
             held_head: NO_BUFFER,
             held_tail: NO_BUFFER,
             batch: None,
+            pipe: None,
+            splice_stage: SpliceStage::None,
             timer: Timer::None,
             deadline: 0,
             prev: NIL,
@@ -166,6 +183,7 @@ impl Slots {
         let slot = &mut self.slots[index as usize];
         assert!(slot.is_quiet() && slot.phase == Phase::Closing, "slot released while busy");
         assert!(slot.input.is_none() && slot.batch.is_none() && slot.held_head == NO_BUFFER);
+        assert!(slot.pipe.is_none(), "a pipe is returned before its slot");
         slot.phase = Phase::Free;
         slot.fd = -1;
         slot.generation = (slot.generation + 1) & GENERATION_MASK;
