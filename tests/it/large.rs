@@ -46,3 +46,28 @@ fn clients_that_reset_mid_download_do_not_disturb_others() {
     assert_eq!(r.body.len(), BIG_BYTES);
     assert!(r.body == pseudo_random_bytes(BIG_BYTES, 42));
 }
+
+#[test]
+fn large_ranges_are_spliced_from_the_right_offset() {
+    // Bodies of 256 KiB and more are spliced from the file: a range must start at its offset.
+    let server = Server::start(big_root, &[]);
+    let expected = pseudo_random_bytes(BIG_BYTES, 42);
+    let mut stream = server.connect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for (first, last) in [
+        (1_000_001u64, 1_400_000u64),
+        (0, 300_000),
+        (BIG_BYTES as u64 - 500_000, BIG_BYTES as u64 - 1),
+    ] {
+        write!(stream, "GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={first}-{last}\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut reader, false);
+        assert_eq!(r.status, 206);
+        assert!(r.body == expected[first as usize..=last as usize], "range {first}-{last}");
+    }
+    write!(stream, "HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(
+        read_response(&mut reader, true).header("content-length"),
+        Some(BIG_BYTES.to_string().as_str())
+    );
+}
