@@ -1,0 +1,415 @@
+//! The merged result of a run: text in wrk's layout, and JSON with a versioned schema that
+//! `loadgen merge` combines across runs (how load beyond one machine is generated).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::stats::{self, Errors, Stats};
+
+/// Version of the JSON layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Percentiles every report gives.
+pub const PERCENTILES: [f64; 7] = [50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0];
+
+/// A latency distribution: summary and the full histogram as (microseconds, count) pairs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latency {
+    /// What the values measure.
+    pub measures: String,
+    /// Samples.
+    pub count: u64,
+    /// Mean, microseconds.
+    pub mean_us: f64,
+    /// Standard deviation, microseconds.
+    pub stdev_us: f64,
+    /// (percentile, microseconds) for `PERCENTILES`.
+    pub percentiles_us: Vec<(f64, u64)>,
+    /// Every recorded value (bucket's highest equivalent value, microseconds) and its count.
+    pub histogram: Vec<(u64, u64)>,
+}
+
+impl Latency {
+    fn from_histogram(measures: &str, h: &Histogram<u64>) -> Latency {
+        Latency {
+            measures: measures.into(),
+            count: h.len(),
+            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            stdev_us: if h.is_empty() { 0.0 } else { h.stdev() },
+            percentiles_us: PERCENTILES
+                .iter()
+                .map(|&p| (p, if h.is_empty() { 0 } else { h.value_at_percentile(p) }))
+                .collect(),
+            histogram: h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the histogram (for merging).
+    fn to_histogram(&self) -> Histogram<u64> {
+        let mut h = stats::new_histogram();
+        for &(value, count) in &self.histogram {
+            let _ = h.record_n(value.clamp(1, stats::LATENCY_MAX_US), count);
+        }
+        h
+    }
+}
+
+/// Request accounting: `sent == completed + errors + in_flight_at_end`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Requests {
+    /// Requests written during the measured period.
+    pub sent: u64,
+    /// Responses read completely.
+    pub completed: u64,
+    /// Requests lost to an error (see `errors`).
+    pub errors: u64,
+    /// Requests still unanswered when the run ended (neither completed nor failed).
+    pub in_flight_at_end: u64,
+}
+
+/// CPU time loadgen itself used.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Cpu {
+    /// User + system seconds.
+    pub seconds: f64,
+    /// Completed requests per loadgen CPU-second.
+    pub requests_per_cpu_second: f64,
+    /// Fraction of the threads' time loadgen was busy (near 1: loadgen was the bottleneck).
+    pub busy_fraction: f64,
+}
+
+/// A run's results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// JSON layout version.
+    pub schema_version: u32,
+    /// Target URLs.
+    pub urls: Vec<String>,
+    /// "closed-loop" or "constant-rate".
+    pub mode: String,
+    /// Requests/s asked for in constant-rate mode.
+    pub target_rate: Option<u64>,
+    /// Connections.
+    pub connections: u32,
+    /// Threads.
+    pub threads: u32,
+    /// Pipelining depth.
+    pub pipeline: u32,
+    /// Measured seconds (warm-up excluded).
+    pub duration_secs: f64,
+    /// Warm-up seconds (discarded).
+    pub warmup_secs: f64,
+    /// Request accounting.
+    pub requests: Requests,
+    /// Completed requests per second.
+    pub requests_per_sec: f64,
+    /// Bytes read for completed responses (heads, bodies, chunk framing).
+    pub wire_bytes: u64,
+    /// Body bytes of completed responses.
+    pub body_bytes: u64,
+    /// Responses by status class.
+    pub status: StatusClasses,
+    /// Errors by kind.
+    pub errors: Errors,
+    /// Connections made after the initial ones.
+    pub reconnects: u64,
+    /// Idle keep-alive connections closed by the server (not errors).
+    pub idle_closes: u64,
+    /// Connections open when the run ended.
+    pub live_connections_at_end: u64,
+    /// The latency distribution (see its `measures`).
+    pub latency: Latency,
+    /// Constant-rate mode: service time (first byte written to last byte read).
+    pub service_time: Option<Latency>,
+    /// Constant-rate mode: how late requests were sent relative to their schedule.
+    pub send_lag: Option<Latency>,
+    /// loadgen's own CPU use.
+    pub cpu: Cpu,
+    /// Completed requests in each second of the measured period.
+    pub timeline: Vec<u64>,
+}
+
+/// Responses per status class.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StatusClasses {
+    pub s1xx: u64,
+    pub s2xx: u64,
+    pub s3xx: u64,
+    pub s4xx: u64,
+    pub s5xx: u64,
+    pub other: u64,
+}
+
+const CLOSED_LATENCY: &str = "first byte written to last byte read";
+const RATE_LATENCY: &str = "intended send time to last byte read (coordinated omission corrected)";
+
+impl Report {
+    /// Builds the report of a finished run.
+    pub fn build(
+        config: &Config,
+        s: &Stats,
+        measured: Duration,
+        cpu: Duration,
+        live: u64,
+    ) -> Report {
+        let secs = measured.as_secs_f64().max(1e-9);
+        let request_errors = s.errors.request_errors();
+        let rate_mode = config.rate.is_some();
+        let mut timeline = s.timeline.clone();
+        while timeline.len() > 1
+            && timeline.last() == Some(&0)
+            && timeline.len() as f64 > secs.ceil()
+        {
+            timeline.pop();
+        }
+        let cpu_secs = cpu.as_secs_f64();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            urls: config.paths.iter().map(|p| format!("http://{}{p}", config.host)).collect(),
+            mode: if rate_mode { "constant-rate" } else { "closed-loop" }.into(),
+            target_rate: config.rate,
+            connections: config.connections,
+            threads: config.threads,
+            pipeline: config.pipeline,
+            duration_secs: secs,
+            warmup_secs: config.warmup.as_secs_f64(),
+            requests: Requests {
+                sent: s.sent,
+                completed: s.completed,
+                errors: request_errors,
+                in_flight_at_end: s.sent.saturating_sub(s.completed + request_errors),
+            },
+            requests_per_sec: s.completed as f64 / secs,
+            wire_bytes: s.wire_bytes,
+            body_bytes: s.body_bytes,
+            status: StatusClasses {
+                other: s.status[0],
+                s1xx: s.status[1],
+                s2xx: s.status[2],
+                s3xx: s.status[3],
+                s4xx: s.status[4],
+                s5xx: s.status[5],
+            },
+            errors: s.errors,
+            reconnects: s.reconnects,
+            idle_closes: s.idle_closes,
+            live_connections_at_end: live,
+            latency: Latency::from_histogram(
+                if rate_mode { RATE_LATENCY } else { CLOSED_LATENCY },
+                &s.latency,
+            ),
+            service_time: rate_mode.then(|| Latency::from_histogram(CLOSED_LATENCY, &s.service)),
+            send_lag: rate_mode
+                .then(|| Latency::from_histogram("actual minus intended send time", &s.lag)),
+            cpu: Cpu {
+                seconds: cpu_secs,
+                requests_per_cpu_second: if cpu_secs > 0.0 {
+                    s.completed as f64 / cpu_secs
+                } else {
+                    0.0
+                },
+                busy_fraction: cpu_secs
+                    / (secs + config.warmup.as_secs_f64())
+                    / f64::from(config.threads.max(1)),
+            },
+            timeline,
+        }
+    }
+
+    /// Combines reports of runs made at the same time (e.g. on several machines).
+    pub fn merge(reports: &[Report]) -> Result<Report, String> {
+        let first = reports.first().ok_or("nothing to merge")?;
+        if let Some(r) = reports.iter().find(|r| r.schema_version != SCHEMA_VERSION) {
+            return Err(format!("schema version {} is not {SCHEMA_VERSION}", r.schema_version));
+        }
+        let mut out = first.clone();
+        let mut latency = first.latency.to_histogram();
+        let mut service = first.service_time.as_ref().map(Latency::to_histogram);
+        let mut lag = first.send_lag.as_ref().map(Latency::to_histogram);
+        for r in &reports[1..] {
+            let _ = latency.add(r.latency.to_histogram());
+            if let (Some(h), Some(l)) = (service.as_mut(), r.service_time.as_ref()) {
+                let _ = h.add(l.to_histogram());
+            }
+            if let (Some(h), Some(l)) = (lag.as_mut(), r.send_lag.as_ref()) {
+                let _ = h.add(l.to_histogram());
+            }
+            out.connections += r.connections;
+            out.threads += r.threads;
+            out.duration_secs = out.duration_secs.max(r.duration_secs);
+            out.target_rate = match (out.target_rate, r.target_rate) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            for url in &r.urls {
+                if !out.urls.contains(url) {
+                    out.urls.push(url.clone());
+                }
+            }
+            let (a, b) = (&mut out.requests, &r.requests);
+            a.sent += b.sent;
+            a.completed += b.completed;
+            a.errors += b.errors;
+            a.in_flight_at_end += b.in_flight_at_end;
+            out.wire_bytes += r.wire_bytes;
+            out.body_bytes += r.body_bytes;
+            let (a, b) = (&mut out.status, &r.status);
+            a.s1xx += b.s1xx;
+            a.s2xx += b.s2xx;
+            a.s3xx += b.s3xx;
+            a.s4xx += b.s4xx;
+            a.s5xx += b.s5xx;
+            a.other += b.other;
+            out.errors.add(&r.errors);
+            out.reconnects += r.reconnects;
+            out.idle_closes += r.idle_closes;
+            out.live_connections_at_end += r.live_connections_at_end;
+            out.cpu.seconds += r.cpu.seconds;
+            if out.timeline.len() < r.timeline.len() {
+                out.timeline.resize(r.timeline.len(), 0);
+            }
+            for (a, b) in out.timeline.iter_mut().zip(&r.timeline) {
+                *a += b;
+            }
+        }
+        out.requests_per_sec = out.requests.completed as f64 / out.duration_secs.max(1e-9);
+        out.cpu.requests_per_cpu_second = if out.cpu.seconds > 0.0 {
+            out.requests.completed as f64 / out.cpu.seconds
+        } else {
+            0.0
+        };
+        out.latency = Latency::from_histogram(&first.latency.measures, &latency);
+        out.service_time = service.map(|h| Latency::from_histogram(CLOSED_LATENCY, &h));
+        out.send_lag = lag.map(|h| Latency::from_histogram("actual minus intended send time", &h));
+        Ok(out)
+    }
+
+    /// The report as wrk-like text; `spectrum` adds the full percentile table.
+    pub fn to_text(&self, spectrum: bool) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, self.urls.join(", "));
+        let mode = match self.target_rate {
+            Some(rate) => format!("constant rate {rate} req/s"),
+            None => "closed loop".into(),
+        };
+        let _ = writeln!(
+            t,
+            "  {} threads and {} connections ({mode}, pipeline {})",
+            self.threads, self.connections, self.pipeline
+        );
+        write_latency(&mut t, "Latency", &self.latency, spectrum);
+        if let Some(service) = &self.service_time {
+            write_latency(&mut t, "Service time", service, spectrum);
+        }
+        if let Some(lag) = &self.send_lag {
+            write_latency(&mut t, "Send lag", lag, false);
+        }
+        let r = &self.requests;
+        let _ = writeln!(
+            t,
+            "  {} requests in {:.2}s, {} read ({} body)",
+            r.completed,
+            self.duration_secs,
+            bytes(self.wire_bytes as f64),
+            bytes(self.body_bytes as f64)
+        );
+        let _ = writeln!(
+            t,
+            "  Requests: {} sent = {} completed + {} errors + {} in flight at the end",
+            r.sent, r.completed, r.errors, r.in_flight_at_end
+        );
+        let s = &self.status;
+        let _ = writeln!(
+            t,
+            "  Status: 1xx {}, 2xx {}, 3xx {}, 4xx {}, 5xx {}, other {}",
+            s.s1xx, s.s2xx, s.s3xx, s.s4xx, s.s5xx, s.other
+        );
+        let e = &self.errors;
+        let _ = writeln!(
+            t,
+            "  Errors: connect refused {}, connect timeout {}, address exhausted {}, connect other {}; \
+             reset {}, broken pipe {}, closed mid-response {}, parse {}, timeout {}, other {}; \
+             verification {}",
+            e.connect_refused, e.connect_timeout, e.address_exhausted, e.connect_other, e.reset,
+            e.broken_pipe, e.closed_mid_response, e.parse, e.timeout, e.other, e.verification
+        );
+        let _ = writeln!(
+            t,
+            "  Connections: {} reconnects, {} idle keep-alive closes by the server, {} live at the end",
+            self.reconnects, self.idle_closes, self.live_connections_at_end
+        );
+        let _ = writeln!(t, "Requests/sec: {:>12.2}", self.requests_per_sec);
+        let _ = writeln!(
+            t,
+            "Transfer/sec: {:>12} wire, {} body",
+            bytes(self.wire_bytes as f64 / self.duration_secs),
+            bytes(self.body_bytes as f64 / self.duration_secs)
+        );
+        let _ = writeln!(
+            t,
+            "loadgen CPU:  {:.2}s, {:.0} requests per loadgen CPU-second",
+            self.cpu.seconds, self.cpu.requests_per_cpu_second
+        );
+        if self.cpu.busy_fraction > 0.9 {
+            let _ = writeln!(
+                t,
+                "warning: loadgen was busy {:.0}% of its threads' time: it may be the bottleneck, \
+                 not the server (add threads or machines, or use -R)",
+                self.cpu.busy_fraction * 100.0
+            );
+        }
+        t
+    }
+}
+
+fn write_latency(t: &mut String, title: &str, l: &Latency, spectrum: bool) {
+    let _ = writeln!(t, "  {title} ({}):", l.measures);
+    let _ =
+        writeln!(t, "    mean {}, stdev {}, {} samples", us(l.mean_us), us(l.stdev_us), l.count);
+    let line: Vec<String> =
+        l.percentiles_us.iter().map(|(p, v)| format!("p{p} {}", us(*v as f64))).collect();
+    let _ = writeln!(t, "    {}", line.join(", "));
+    if spectrum {
+        let _ = writeln!(t, "    {:>12} {:>12} {:>12}", "value", "percentile", "count");
+        let total: u64 = l.histogram.iter().map(|(_, c)| c).sum();
+        let mut seen = 0;
+        for (value, count) in &l.histogram {
+            seen += count;
+            let _ = writeln!(
+                t,
+                "    {:>12} {:>11.5}% {:>12}",
+                us(*value as f64),
+                seen as f64 * 100.0 / total as f64,
+                seen
+            );
+        }
+    }
+}
+
+fn us(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.2}s", v / 1_000_000.0)
+    } else if v >= 1000.0 {
+        format!("{:.2}ms", v / 1000.0)
+    } else {
+        format!("{v:.0}us")
+    }
+}
+
+fn bytes(v: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = v;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2}{}", UNITS[unit])
+}
