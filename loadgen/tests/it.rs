@@ -1,0 +1,294 @@
+//! loadgen against in-process stub servers on loopback (and, for 10,000 connections,
+//! ringserve itself in-process). Each test checks a number loadgen reports against what the
+//! server side independently saw or what the schedule implies.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loadgen::{Config, Report};
+
+/// What the stub does.
+#[derive(Clone, Default)]
+struct Behavior {
+    /// Body of every response (the first of `bodies` when that is set).
+    body: Vec<u8>,
+    /// Cycle through these bodies instead.
+    bodies: Vec<Vec<u8>>,
+    /// Every Nth request (counted per server) is answered by closing the connection.
+    drop_every: Option<u64>,
+    /// Hold every response that would be written inside this window (from server start).
+    stall: Option<(Duration, Duration)>,
+}
+
+/// Counts what the stub saw.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicU64,
+    responses: AtomicU64,
+    drops: AtomicU64,
+}
+
+struct Stub {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+fn stub(behavior: Behavior) -> Stub {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let started = Instant::now();
+    let behavior = Arc::new(behavior);
+    let counter = Arc::new(Mutex::new(0u64));
+    let seen_server = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (behavior, seen, counter) =
+                (Arc::clone(&behavior), Arc::clone(&seen_server), Arc::clone(&counter));
+            std::thread::spawn(move || serve(stream, &behavior, &seen, &counter, started));
+        }
+    });
+    Stub { addr, seen }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    behavior: &Behavior,
+    seen: &Seen,
+    counter: &Mutex<u64>,
+    started: Instant,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 65536];
+    let mut len = 0;
+    loop {
+        let Ok(n) = stream.read(&mut buf[len..]) else { return };
+        if n == 0 {
+            return;
+        }
+        len += n;
+        let mut out = Vec::new();
+        while let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.copy_within(end + 4..len, 0);
+            len -= end + 4;
+            seen.requests.fetch_add(1, Ordering::SeqCst);
+            let number = {
+                let mut c = counter.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            if behavior.drop_every.is_some_and(|k| number % k == 0) {
+                let _ = stream.write_all(&out);
+                seen.drops.fetch_add(1, Ordering::SeqCst);
+                return; // closes with this request unanswered
+            }
+            let body = if behavior.bodies.is_empty() {
+                &behavior.body
+            } else {
+                &behavior.bodies[(number as usize) % behavior.bodies.len()]
+            };
+            out.extend_from_slice(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            );
+            out.extend_from_slice(body);
+            seen.responses.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some((from, length)) = behavior.stall {
+            let now = started.elapsed();
+            if now >= from && now < from + length {
+                std::thread::sleep(from + length - now);
+            }
+        }
+        if stream.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn config(addr: SocketAddr, args: &[&str]) -> Config {
+    let url = format!("http://{addr}/");
+    let mut argv = vec!["loadgen", url.as_str()];
+    argv.extend_from_slice(args);
+    let cli = <loadgen::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let mut config = Config::from_cli(&cli).unwrap();
+    config.progress = false;
+    config
+}
+
+fn slow_samples(latency: &loadgen::report::Latency, at_least_us: u64) -> u64 {
+    latency.histogram.iter().filter(|(v, _)| *v >= at_least_us).map(|(_, c)| c).sum()
+}
+
+#[test]
+fn counts_add_up_exactly() {
+    // The stub closes the connection instead of answering every 7th request.
+    let stub =
+        stub(Behavior { body: b"hello".to_vec(), drop_every: Some(7), ..Default::default() });
+    let report = loadgen::run(&config(stub.addr, &["-c", "8", "-t", "2", "-n", "3000"])).unwrap();
+    let r = report.requests;
+    assert_eq!(r.sent, 3000);
+    assert_eq!(r.in_flight_at_end, 0, "-n waits for every answer");
+    assert_eq!(r.sent, r.completed + r.errors + r.in_flight_at_end);
+    assert_eq!(r.completed, stub.seen.responses.load(Ordering::SeqCst));
+    assert_eq!(r.errors, report.errors.closed_mid_response);
+    assert!(r.errors >= stub.seen.drops.load(Ordering::SeqCst), "{report:?}");
+    assert_eq!(report.status.s2xx, r.completed);
+}
+
+#[test]
+fn duration_runs_account_for_requests_in_flight() {
+    let stub = stub(Behavior { body: vec![b'x'; 100], ..Default::default() });
+    let report = loadgen::run(&config(
+        stub.addr,
+        &["-c", "16", "-t", "2", "-d", "500ms", "--pipeline", "4"],
+    ))
+    .unwrap();
+    let r = report.requests;
+    assert!(r.completed > 100, "{r:?}");
+    assert_eq!(r.sent, r.completed + r.errors + r.in_flight_at_end);
+    assert!(r.in_flight_at_end <= 16 * 4);
+    assert_eq!(report.body_bytes, r.completed * 100);
+    assert_eq!(report.timeline.iter().sum::<u64>(), r.completed);
+}
+
+#[test]
+fn a_wrong_length_is_caught() {
+    let stub =
+        stub(Behavior { bodies: vec![vec![b'a'; 10], vec![b'a'; 11]], ..Default::default() });
+    let report = loadgen::run(&config(stub.addr, &["-c", "1", "-t", "1", "-n", "200"])).unwrap();
+    assert_eq!(report.requests.completed, 200);
+    assert_eq!(report.errors.verification, 100, "every response of the other length");
+}
+
+#[test]
+fn a_wrong_body_is_caught_by_verify_file() {
+    let stub = stub(Behavior { body: b"expected body!".to_vec(), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, b"expected body!").unwrap();
+    std::fs::write(&bad, b"expected bodY!").unwrap();
+    let ok = loadgen::run(&config(
+        stub.addr,
+        &["-c", "2", "-t", "1", "-n", "100", "--verify-file", good.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(ok.errors.verification, 0);
+    let wrong = loadgen::run(&config(
+        stub.addr,
+        &["-c", "2", "-t", "1", "-n", "100", "--verify-file", bad.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(wrong.errors.verification, 100);
+}
+
+#[test]
+fn a_stall_under_constant_rate_is_seen_by_every_request_it_delayed() {
+    // 1,000 req/s; the server holds all responses for 200 ms from t = 0.6 s. About 200
+    // requests were due during the stall: their corrected latencies spread over (0, 200 ms].
+    // Service time sees the stall only for the requests already sent when it began.
+    let stub = stub(Behavior {
+        body: b"ok".to_vec(),
+        stall: Some((Duration::from_millis(600), Duration::from_millis(200))),
+        ..Default::default()
+    });
+    let connections = 20u64;
+    let report =
+        loadgen::run(&config(stub.addr, &["-c", "20", "-t", "1", "-R", "1000", "-d", "1500ms"]))
+            .unwrap();
+    let slow = slow_samples(&report.latency, 20_000);
+    assert!((150..=230).contains(&slow), "{slow} corrected samples >= 20 ms");
+    let max = report.latency.percentiles_us.last().unwrap().1;
+    assert!(max <= 260_000, "max corrected latency {max} us");
+    let service = report.service_time.as_ref().unwrap();
+    let slow_service = slow_samples(service, 20_000);
+    assert!(slow_service <= connections, "{slow_service} service samples >= 20 ms");
+    assert!(slow_service >= 1);
+}
+
+#[test]
+fn the_constant_rate_is_kept_within_one_percent() {
+    let stub = stub(Behavior { body: b"ok".to_vec(), ..Default::default() });
+    let report =
+        loadgen::run(&config(stub.addr, &["-c", "20", "-t", "2", "-R", "2000", "-d", "2s"]))
+            .unwrap();
+    let r = report.requests;
+    assert!(r.sent.abs_diff(4000) <= 40, "{r:?}");
+    assert!(r.completed >= 3960, "{r:?}");
+    let achieved = report.requests_per_sec;
+    assert!((achieved - 2000.0).abs() <= 20.0, "achieved {achieved} req/s");
+}
+
+/// Runs the loadgen binary and returns its peak resident memory (KiB) and stdout. The child
+/// is reaped with wait4 (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn run_binary_peak_rss(args: &[&str]) -> (u64, String) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut stdout = child.stdout.unwrap();
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 writes it and the status.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, whose pid we hold.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    (usage.ru_maxrss as u64, out)
+}
+
+#[test]
+fn memory_does_not_grow_with_run_length() {
+    // Separate processes, so other tests running in parallel cannot affect the peak.
+    let stub = stub(Behavior { body: vec![b'x'; 64], ..Default::default() });
+    let url = format!("http://{}/", stub.addr);
+    let (short, _) = run_binary_peak_rss(&[url.as_str(), "-c", "8", "-t", "1", "-d", "500ms"]);
+    let (long, out) = run_binary_peak_rss(&[url.as_str(), "-c", "8", "-t", "1", "-d", "4s"]);
+    assert!(out.contains("Requests/sec"), "{out}");
+    assert!(
+        long.saturating_sub(short) < 2 * 1024,
+        "peak RSS {short} KiB for 0.5 s, {long} KiB for 4 s"
+    );
+}
+
+#[test]
+fn ten_thousand_connections_open_without_address_exhaustion() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), b"hi").unwrap();
+    let mut server_config =
+        ringserve::Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    server_config.threads = 1;
+    server_config.watch_interval = None;
+    let server = ringserve::Server::start(&server_config).unwrap();
+    let report = loadgen::run(&config(
+        server.local_addr(),
+        &["-c", "10000", "-t", "2", "-n", "20000", "--timeout", "10s"],
+    ))
+    .unwrap();
+    let e = report.errors;
+    assert_eq!(e.connect_errors(), 0, "{e:?}");
+    assert_eq!(report.requests.completed, 20000, "{:?}", report.requests);
+    assert_eq!(report.live_connections_at_end, 10000);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn json_round_trips_and_merges() {
+    let stub = stub(Behavior { body: b"abc".to_vec(), ..Default::default() });
+    let a = loadgen::run(&config(stub.addr, &["-c", "2", "-t", "1", "-n", "300"])).unwrap();
+    let b = loadgen::run(&config(stub.addr, &["-c", "3", "-t", "1", "-n", "500"])).unwrap();
+    let a: Report = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+    assert_eq!(a.schema_version, loadgen::report::SCHEMA_VERSION);
+    let merged = Report::merge(&[a, b]).unwrap();
+    assert_eq!(merged.requests.completed, 800);
+    assert_eq!(merged.latency.count, 800);
+    assert_eq!(merged.connections, 5);
+}
