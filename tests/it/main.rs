@@ -5,6 +5,7 @@
 //! - `support`: starting the server, a minimal HTTP/1.1 response reader, test data.
 //! - `basics`: keep-alive, HEAD, 404/405/400, HTTP/1.0, `Connection: close`, the CLI.
 //! - `pipelining`: many requests per write, requests split over many reads, bodies skipped.
+//! - `property`: seeded random and mutated requests, in-process and over TCP.
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `lifecycle`: files changing under the server, graceful shutdown.
 //! - `limits`: every timeout and limit, with small flag values.
@@ -21,6 +22,7 @@ mod large;
 mod lifecycle;
 mod limits;
 mod pipelining;
+mod property;
 mod semantics;
 mod support;
 mod traversal;
