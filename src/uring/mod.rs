@@ -764,8 +764,14 @@ impl Worker {
         self.now = self.started.elapsed().as_millis() as u64 / TICK_MILLIS;
         self.date.refresh(SystemTime::now());
         self.expire_timers();
-        self.inputs.trim();
-        self.batches.trim();
+        let freed = self.inputs.trim() + self.batches.trim();
+        self.pipes.trim();
+        if freed > 0 {
+            // Freed pool buffers stay in the allocator's heap; hand them back to the kernel
+            // so the resident size returns to its idle level after a burst.
+            // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
+            unsafe { libc::malloc_trim(0) };
+        }
         if self.accept_backoff && self.draining_until.is_none() {
             self.accept_backoff = false;
             if !self.accept_armed {
@@ -889,18 +895,23 @@ impl Pipe {
     }
 }
 
-/// The worker's pipes, created on first need and reused.
+/// The worker's pipes, created on first need, reused, and closed when a whole tick passed
+/// without needing them (like the buffer pools), so a burst does not hold descriptors forever.
 #[derive(Default)]
 struct Pipes {
     pipes: Vec<Option<Pipe>>,
     free: Vec<u32>,
+    /// Fewest free pipes seen since the last trim.
+    free_low_water: usize,
 }
 
 impl Pipes {
     fn take(&mut self) -> Option<u32> {
         if let Some(index) = self.free.pop() {
+            self.free_low_water = self.free_low_water.min(self.free.len());
             return Some(index);
         }
+        self.free_low_water = 0;
         let slot = self.pipes.iter().position(Option::is_none);
         if slot.is_none() && self.pipes.len() >= PIPES_MAX {
             return None;
@@ -916,6 +927,16 @@ impl Pipes {
 
     fn get(&self, index: u32) -> &Pipe {
         self.pipes[index as usize].as_ref().expect("a taken pipe exists")
+    }
+
+    /// Closes the pipes that stayed free since the last call.
+    fn trim(&mut self) {
+        for _ in 0..self.free_low_water {
+            if let Some(index) = self.free.pop() {
+                self.pipes[index as usize] = None;
+            }
+        }
+        self.free_low_water = self.free.len();
     }
 
     /// Returns a pipe; one with bytes left in it is closed instead of reused.

@@ -46,15 +46,18 @@ impl<T> Pool<T> {
         self.items[index as usize].as_deref_mut().expect("pool index refers to a live item")
     }
 
-    /// Frees the items that stayed unused since the last call.
-    pub fn trim(&mut self) {
+    /// Frees the items that stayed unused since the last call; returns how many.
+    pub fn trim(&mut self) -> usize {
         let spare = self.free_low_water;
+        let mut freed = 0;
         for _ in 0..spare {
             if let Some(index) = self.free.pop() {
                 self.items[index as usize] = None;
+                freed += 1;
             }
         }
         self.free_low_water = self.free.len();
+        freed
     }
 
     /// Items allocated (free or in use).

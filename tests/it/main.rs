@@ -6,6 +6,7 @@
 //! - `basics`: keep-alive, HEAD, 404/405/400, HTTP/1.0, `Connection: close`, the CLI.
 //! - `pipelining`: many requests per write, requests split over many reads, bodies skipped.
 //! - `property`: seeded random and mutated requests, in-process and over TCP.
+//! - `soak`: concurrent mixed load checked byte-exact; no descriptor or memory left behind.
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `lifecycle`: files changing under the server, graceful shutdown.
 //! - `limits`: every timeout and limit, with small flag values.
@@ -24,5 +25,6 @@ mod limits;
 mod pipelining;
 mod property;
 mod semantics;
+mod soak;
 mod support;
 mod traversal;
