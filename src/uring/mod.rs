@@ -35,6 +35,9 @@ use pool::Pool;
 use slots::{Phase, Slot, Slots, SpliceStage, Timer, NO_BUFFER};
 use token::{Op, Token};
 
+/// Kernel worker threads (bounded and unbounded each) per ring, for splices.
+const IOWQ_WORKERS_MAX: u32 = 4;
+
 /// Direct descriptors reserved beyond the connection limit, so connections over the limit can
 /// still be accepted and closed at once instead of waiting in the backlog.
 const REFUSED_IN_FLIGHT_MAX: u32 = 64;
@@ -123,6 +126,11 @@ impl Worker {
         ring.submitter()
             .register_files_sparse(table)
             .map_err(|source| Error::Uring { what: "fixed-file table registration", source })?;
+        // Splices run in the kernel's io-wq threads. They never block on a socket (non-
+        // blocking splice plus a poll in the ring), so a few threads suffice; without a cap the
+        // kernel grew one per in-flight splice (259 threads under 1,000 slow readers).
+        let _ =
+            ring.submitter().register_iowq_max_workers(&mut [IOWQ_WORKERS_MAX, IOWQ_WORKERS_MAX]);
         let secs = |d: std::time::Duration| d.as_secs().max(1);
         Ok(Worker {
             ring,
@@ -323,15 +331,23 @@ impl Worker {
         let pipe = self.pipes.get(pipe_index);
         let body = *self.batches.get(batch_index).splice().expect("a body to splice");
         let slot = self.slots.get(index);
-        let (entry, stage) = if body.in_pipe > 0 {
+        let (entry, stage) = if slot.splice_stage == SpliceStage::WaitWritable {
+            // The socket was full: wait until it takes more, in the ring, not in a kernel
+            // worker thread.
+            let poll = opcode::PollAdd::new(fixed(slot.fd), libc::POLLOUT as u32).build();
+            (poll, SpliceStage::WaitWritable)
+        } else if body.in_pipe > 0 {
+            // Non-blocking: a full socket returns EAGAIN instead of parking a kernel worker
+            // thread per slow reader (splice always runs in io-wq).
             let entry = opcode::Splice::new(
                 types::Fd(pipe.read.as_raw_fd()),
                 -1,
                 fixed(slot.fd),
                 -1,
                 body.in_pipe as u32,
-            );
-            (entry, SpliceStage::ToSocket)
+            )
+            .flags(libc::SPLICE_F_NONBLOCK);
+            (entry.build(), SpliceStage::ToSocket)
         } else {
             let chunk = body.to_pipe.min(u64::from(pipe.capacity)) as u32;
             let entry = opcode::Splice::new(
@@ -341,7 +357,7 @@ impl Worker {
                 -1,
                 chunk,
             );
-            (entry, SpliceStage::ToPipe)
+            (entry.build(), SpliceStage::ToPipe)
         };
         let token = Token { op: Op::Send, generation: slot.generation, slot: index };
         slot.sending = true;
@@ -349,7 +365,7 @@ impl Worker {
         // SAFETY: splice carries descriptors, no pointers. The file stays open through the
         // snapshot the slot's batch holds; the pipe stays in the pool, assigned to this slot,
         // until the splice completes.
-        unsafe { ring::push(&mut self.ring, &entry.build().user_data(token.pack())) };
+        unsafe { ring::push(&mut self.ring, &entry.user_data(token.pack())) };
         self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
     }
 
@@ -600,8 +616,15 @@ impl Worker {
         let stage = std::mem::replace(&mut slot.splice_stage, SpliceStage::None);
         let batch_index = slot.batch.expect("a send in flight has a batch");
         let phase = slot.phase;
-        // A splice moving 0 bytes from the file means the file shrank under us.
-        let failed = result < 0 || (result == 0 && stage != SpliceStage::None);
+        // A full socket: poll for room, then splice again.
+        if stage == SpliceStage::ToSocket && result == -libc::EAGAIN && phase == Phase::Open {
+            self.slots.get(token.slot).splice_stage = SpliceStage::WaitWritable;
+            self.splice_more(token.slot);
+            return;
+        }
+        // A splice moving 0 bytes means the file shrank under us (or the peer is gone).
+        let failed = result < 0
+            || (result == 0 && matches!(stage, SpliceStage::ToPipe | SpliceStage::ToSocket));
         if phase != Phase::Open || failed {
             self.release_pipe(token.slot);
             self.release_batch(token.slot);
@@ -624,6 +647,7 @@ impl Worker {
                 body.in_pipe -= result as u64;
                 body.to_pipe == 0 && body.in_pipe == 0
             }
+            (SpliceStage::WaitWritable, Some(_)) => false, // writable again: splice on
             (_, None) => unreachable!("a splice completion without a spliced body"),
         };
         if !done {

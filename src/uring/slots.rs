@@ -47,6 +47,9 @@ pub enum SpliceStage {
     ToPipe,
     /// Pipe -> socket.
     ToSocket,
+    /// The socket was full (the non-blocking splice said EAGAIN): a POLLOUT poll is in
+    /// flight, or about to be submitted.
+    WaitWritable,
 }
 
 /// The life of a connection.

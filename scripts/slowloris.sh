@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Slow-client attacks against ringserve with slowhttptest (Debian), while a normal client keeps
+# fetching the page: the normal client must be served promptly throughout.
+#
+# Usage: scripts/slowloris.sh [SECONDS_PER_ATTACK]   (default 20; loopback only; ~1 minute)
+# Not part of scripts/test.sh: it takes a minute and needs slowhttptest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-20}"
+port=18099
+url="http://127.0.0.1:${port}"
+
+if ! command -v slowhttptest >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q && apt-get install -y -q slowhttptest
+fi
+[ -x target/release/ringserve ] || cargo build --release -p ringserve
+
+root="$(mktemp -d)"
+work="$(mktemp -d)"
+cleanup() { kill "${server:-0}" 2>/dev/null || true; rm -rf "$root" "$work"; }
+trap cleanup EXIT
+printf '<!DOCTYPE html><title>probe</title><p>hello</p>\n' > "$root/index.html"
+head -c $((4 * 1024 * 1024)) /dev/urandom > "$root/big.bin"
+
+ulimit -n 20000
+# The server on CPU 0, the attack and the probe on CPU 1, as in every measurement here.
+taskset -c 0 target/release/ringserve --root "$root" --addr "127.0.0.1:${port}" --threads 1 \
+    --header-timeout 5 --send-timeout 5 > "$work/server.log" &
+server=$!
+sleep 0.5
+
+# Fetches the page every 0.25 s for $1 seconds; prints one time_total per line.
+probe() {
+    local end=$((SECONDS + $1))
+    while [ $SECONDS -lt $end ]; do
+        taskset -c 1 curl -s -o /dev/null -w '%{http_code} %{time_total} %{time_connect}\n' --max-time 5 "$url/" || echo "000 5"
+        sleep 0.25
+    done
+}
+
+summarize() {
+    sort -k2 -g "$1" | awk -v name="$2" '
+        { n++; t[n] = $2; if ($1 != "200") bad++ }
+        END {
+            printf "%s: %d probe requests, %d failed, median %.1f ms, max %.1f ms\n",
+                   name, n, bad, t[int((n + 1) / 2)] * 1000, t[n] * 1000
+            if (bad > 0 || t[n] > 1.0) exit 1
+        }'
+}
+
+status=0
+if [ "${ONLY_SLOWREAD:-}" != 1 ]; then
+echo "==> slowloris (slow headers): 1000 connections, a header line every 2 s, ${secs} s"
+taskset -c 1 slowhttptest -H -c 1000 -r 500 -i 2 -l "$secs" -u "$url/" -p 3 > "$work/slowloris.txt" 2>&1 &
+attack=$!
+sleep 2
+probe $((secs - 3)) > "$work/probe-slowloris.txt"
+wait "$attack" || true
+grep -E "connected|closed|service available" "$work/slowloris.txt" | tail -4 || true
+summarize "$work/probe-slowloris.txt" "normal client during slowloris" || status=1
+fi
+
+echo "==> slow read: 1000 connections reading 16 bytes every 3 s from a 4 MiB file, ${secs} s"
+taskset -c 1 slowhttptest -X -c 1000 -r 500 -w 512 -y 1024 -n 3 -z 16 -k 3 -l "$secs" -u "$url/big.bin" -p 3 \
+    > "$work/slowread.txt" 2>&1 &
+attack=$!
+sleep 2
+probe $((secs - 3)) > "$work/probe-slowread.txt"
+wait "$attack" || true
+grep -E "connected|closed|service available" "$work/slowread.txt" | tail -4 || true
+summarize "$work/probe-slowread.txt" "normal client during slow read" || status=1
+
+kill -0 "$server" 2>/dev/null || { echo "ringserve died during the attacks"; exit 1; }
+echo "ringserve still running; open descriptors now: $(ls /proc/$server/fd | wc -l)"
+exit $status
