@@ -596,7 +596,11 @@ impl<'a> Thread<'a> {
             };
             let filled = conn.end + n == conn.buf.len();
             conn.end += n;
-            if !self.parse(index, now) || !filled {
+            if !self.parse(index, now) {
+                return;
+            }
+            self.write_pending(index, now);
+            if !filled {
                 return;
             }
         }
@@ -707,8 +711,10 @@ impl<'a> Thread<'a> {
                 self.ready.push(index);
             }
             self.dispatch_due(now);
-        } else if self.send_next(index, now, now) {
-            self.write_pending(index, now);
+        } else {
+            // Queued only: `read` writes once after parsing everything it read, so a pipelined
+            // burst of responses is answered with one write, not one write per response.
+            self.send_next(index, now, now);
         }
         true
     }
