@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command. On a fresh Debian 12 machine it installs what is missing (Chromium for
-# the browser test, rustfmt and clippy), then runs: format check, clippy (warnings are errors),
-# every unit and integration test of the workspace, and the headless-browser test.
+# the browser test, rustfmt and clippy; compare.sh installs nginx, lighttpd, h2o, wrk and
+# brotli), then runs: format check, clippy (warnings are errors), every unit and integration
+# test of the workspace, the headless-browser test, and the comparison script in quick mode
+# (only to check that it works; its numbers come from full runs).
 #
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -37,6 +39,10 @@ echo "==> cargo test (unit, integration, browser)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 RINGSERVE_REQUIRE_BROWSER=1 cargo test --workspace 2>&1 | tee "$log"
+
+echo "==> scripts/compare.sh --quick (checks the comparison runs end to end)"
+scripts/compare.sh --quick > target/compare-quick.log 2>&1 || { tail -30 target/compare-quick.log; exit 1; }
+tail -16 target/compare-quick.log
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Runs the comparison described in scripts/compare.sh (stdlib only)."""
+
+import argparse
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+OUT = os.path.abspath("target/compare")
+ROOT = os.path.join(OUT, "root")
+CONF = os.path.join(OUT, "conf")
+RINGSERVE = os.path.abspath("target/release/ringserve")
+LOADGEN = os.path.abspath("target/release/loadgen")
+SERVER_CPU, DRIVER_CPU = "0", "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIX = [("style.css", 24), ("app.js", 180), ("vendor.js", 300), ("index.html", 12),
+       ("about.html", 6), ("logo.svg", 9), ("icons.svg", 48), ("font.woff2", 70),
+       ("font-bold.woff2", 76), ("hero.webp", 250), ("thumb1.webp", 30), ("thumb2.webp", 41),
+       ("data.json", 90), ("config.json", 3), ("theme.css", 60), ("chunk1.js", 120),
+       ("chunk2.js", 210), ("print.css", 5), ("manifest.json", 4), ("sprite.svg", 150)]
+COMPRESSIBLE = (".css", ".js", ".html", ".svg", ".json")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def make_root():
+    shutil.rmtree(ROOT, ignore_errors=True)
+    os.makedirs(os.path.join(ROOT, "mix"))
+    rng = random.Random(7)
+    with open(os.path.join(ROOT, "small.html"), "w") as f:
+        f.write("<!DOCTYPE html><html><head><title>bench</title></head>"
+                "<body><p>A small page for benchmarks, about 150 bytes.</p></body></html>\n")
+    for name, size in [("image.jpg", 50 * 1024), ("big.bin", 1024 * 1024)]:
+        with open(os.path.join(ROOT, name), "wb") as f:
+            f.write(rng.randbytes(size))
+    words = ["ring", "serve", "static", "file", "const", "function", "return", "div", "class",
+             "margin", "color", "value", "index", "buffer", "kernel", "socket"]
+    paths = []
+    for name, kib in MIX:
+        path = os.path.join(ROOT, "mix", name)
+        if name.endswith(COMPRESSIBLE):
+            text = " ".join(rng.choice(words) for _ in range(kib * 1024 // 6))[: kib * 1024]
+            data = text.encode()
+        else:
+            data = rng.randbytes(kib * 1024)
+        with open(path, "wb") as f:
+            f.write(data)
+        if name.endswith(COMPRESSIBLE):
+            with open(path + ".gz", "wb") as f:
+                f.write(gzip.compress(data, 9))
+            if shutil.which("brotli"):
+                subprocess.run(["brotli", "-f", "-q", "9", "-o", path + ".br", path], check=True)
+        paths.append("/mix/" + name)
+    with open(os.path.join(OUT, "mix-paths.txt"), "w") as f:
+        f.write("\n".join(paths) + "\n")
+
+
+def write_configs(ports):
+    os.makedirs(CONF, exist_ok=True)
+    nginx = f"""worker_processes 1;
+worker_rlimit_nofile 20000;
+user root;
+pid {CONF}/nginx.pid;
+error_log {CONF}/nginx-error.log warn;
+events {{ worker_connections 19000; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on; tcp_nopush on; tcp_nodelay on;
+    open_file_cache max=1000;
+    gzip_static on;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    client_body_temp_path {CONF}/nginx-body;
+    proxy_temp_path {CONF}/nginx-proxy;
+    fastcgi_temp_path {CONF}/nginx-fastcgi;
+    uwsgi_temp_path {CONF}/nginx-uwsgi;
+    scgi_temp_path {CONF}/nginx-scgi;
+    server {{ listen 127.0.0.1:{ports['nginx']}; root {ROOT}; }}
+}}
+"""
+    lighttpd = f"""server.document-root = "{ROOT}"
+server.bind = "127.0.0.1"
+server.port = {ports['lighttpd']}
+server.max-worker = 0
+server.max-fds = 20000
+server.max-connections = 10000
+server.max-keep-alive-requests = 100000000
+server.max-keep-alive-idle = 75
+server.errorlog = "{CONF}/lighttpd-error.log"
+index-file.names = ("index.html")
+include_shell "/usr/share/lighttpd/create-mime.conf.pl"
+"""
+    h2o = f"""user: root
+num-threads: 1
+max-connections: 20000
+listen:
+  host: 127.0.0.1
+  port: {ports['h2o']}
+error-log: {CONF}/h2o-error.log
+pid-file: {CONF}/h2o.pid
+file.send-compressed: ON
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {ROOT}
+"""
+    for name, text in [("nginx.conf", nginx), ("lighttpd.conf", lighttpd), ("h2o.conf", h2o)]:
+        with open(os.path.join(CONF, name), "w") as f:
+            f.write(text)
+
+
+def server_commands(ports):
+    common = ["--root", ROOT, "--threads", "1", "--keepalive-requests", "100000000",
+              "--watch-interval", "0"]
+    return {
+        "ringserve": [RINGSERVE, "--addr", f"127.0.0.1:{ports['ringserve']}"] + common,
+        "ringserve-blocking": [RINGSERVE, "--engine", "blocking", "--addr",
+                               f"127.0.0.1:{ports['ringserve-blocking']}"] + common,
+        "nginx": ["nginx", "-p", CONF, "-c", os.path.join(CONF, "nginx.conf"), "-g", "daemon off;"],
+        "lighttpd": ["lighttpd", "-D", "-f", os.path.join(CONF, "lighttpd.conf")],
+        "h2o": ["h2o", "-c", os.path.join(CONF, "h2o.conf")],
+    }
+
+
+def start(name, cmd, port):
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(CONF, name + ".stderr"), "w"),
+                            start_new_session=True)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/small.html", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{name} did not start; see {CONF}/{name}.stderr")
+
+
+def group_pids(proc):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == proc.pid:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_ticks(proc):
+    total = 0
+    for pid in group_pids(proc):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(proc):
+    total = 0
+    for pid in group_pids(proc):
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def drive(driver, workload, port, duration, conns):
+    url = f"http://127.0.0.1:{port}{workload['path']}"
+    if driver == "loadgen":
+        cmd = [LOADGEN, "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--json", "--timeout", "5s"]
+        cmd += ["--pipeline", str(workload.get("pipeline", 1))]
+        if workload.get("paths"):
+            cmd += ["--paths-file", os.path.join(OUT, "mix-paths.txt"), "-H", "Accept-Encoding: br, gzip"]
+        out = sh(["taskset", "-c", DRIVER_CPU] + cmd + [url])
+        r = json.loads(out)
+        p99 = dict((str(p), v) for p, v in r["latency"]["percentiles_us"]).get("99.0", 0)
+        errors = r["requests"]["errors"] + r["errors"]["verification"] + r["status"]["s4xx"] + r["status"]["s5xx"]
+        return {"requests": r["requests"]["completed"], "rps": r["requests_per_sec"],
+                "body_bytes_per_sec": r["body_bytes"] / r["duration_secs"], "p99_us": p99, "errors": errors}
+    cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--latency"]
+    if workload.get("pipeline", 1) > 1:
+        cmd += ["-s", os.path.join(CONF, "pipeline.lua")]
+    out = sh(["taskset", "-c", DRIVER_CPU] + cmd + [url])
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    p99 = float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)] if m else 0
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return {"requests": requests, "rps": rps, "body_bytes_per_sec": 0, "p99_us": p99, "errors": errors}
+
+
+def svg_chart(medians, servers, workloads):
+    colors = {"ringserve": "#2a6fdb", "ringserve-blocking": "#8fb3ee", "nginx": "#2f9e44",
+              "lighttpd": "#e8590c", "h2o": "#ae3ec9"}
+    rows = [(w, d) for w in workloads for d in ("loadgen", "wrk") if any((w, d, s) in medians for s in servers)]
+    bar, gap, label_w, width = 16, 26, 300, 980
+    height = 60 + len(rows) * (len(servers) * bar + gap)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             '<text x="10" y="22" font-size="16" font-weight="bold">Requests/s per server, one core each (longer is better)</text>']
+    for i, s in enumerate(servers):
+        parts.append(f'<rect x="{10 + i * 170}" y="34" width="12" height="12" fill="{colors[s]}"/>'
+                     f'<text x="{26 + i * 170}" y="44">{s}</text>')
+    y = 60
+    for w, d in rows:
+        best = max((medians[(w, d, s)]["rps"] for s in servers if (w, d, s) in medians), default=1) or 1
+        parts.append(f'<text x="10" y="{y + len(servers) * bar / 2 + 4}" font-weight="bold">{w} ({d})</text>')
+        for s in servers:
+            m = medians.get((w, d, s))
+            if m:
+                length = (width - label_w - 150) * m["rps"] / best
+                parts.append(f'<rect x="{label_w}" y="{y}" width="{length:.1f}" height="{bar - 3}" fill="{colors[s]}"/>'
+                             f'<text x="{label_w + length + 5:.1f}" y="{y + bar - 5}">{m["rps"]:,.0f}</text>')
+            y += bar
+        y += gap
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--duration", type=float)
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    duration = args.duration or (1 if args.quick else 5)
+    many = 1000 if args.quick else 10000
+    os.makedirs(OUT, exist_ok=True)
+    make_root()
+    ports = {"ringserve": 18081, "ringserve-blocking": 18082, "nginx": 18083, "lighttpd": 18084, "h2o": 18085}
+    write_configs(ports)
+    with open(os.path.join(CONF, "pipeline.lua"), "w") as f:
+        f.write('init = function(args)\n local r = {}\n for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end\n'
+                ' req = table.concat(r)\nend\nrequest = function() return req end\n')
+    workloads = [
+        {"name": "small page", "path": "/small.html", "drivers": ["loadgen", "wrk"]},
+        {"name": "small page, pipeline 16", "path": "/small.html", "pipeline": 16, "drivers": ["loadgen", "wrk"]},
+        {"name": "50 KiB image", "path": "/image.jpg", "drivers": ["loadgen"]},
+        {"name": "1 MiB file", "path": "/big.bin", "drivers": ["loadgen"]},
+        {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen"]},
+        {"name": f"{many:,} connections", "path": "/small.html", "conns": many, "drivers": ["loadgen"]},
+    ]
+    servers = list(ports)
+    procs = {}
+    runs = []
+    failed = False
+
+    def stop_all(*_):
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        cmds = server_commands(ports)
+        for s in servers:
+            procs[s] = start(s, cmds[s], ports[s])
+        for rnd in range(rounds):
+            for w in workloads:
+                for d in w["drivers"]:
+                    for s in servers:
+                        conns = w.get("conns", 100)
+                        idle_rss = rss_kib(procs[s])
+                        before = cpu_ticks(procs[s])
+                        result = drive(d, w, ports[s], duration, conns)
+                        if "conns" in w:
+                            result["rss_per_conn_bytes"] = max(0, rss_kib(procs[s]) - idle_rss) * 1024 / conns
+                        ticks = cpu_ticks(procs[s]) - before
+                        result["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(result["requests"], 1)
+                        result.update({"round": rnd, "workload": w["name"], "driver": d, "server": s})
+                        runs.append(result)
+                        print(f"round {rnd + 1}/{rounds} {w['name']:<26} {d:<8} {s:<19} "
+                              f"{result['rps']:>12,.0f} req/s  p99 {result['p99_us'] / 1000:>8.2f} ms  "
+                              f"{result['cpu_us_per_req']:>7.1f} us/req  errors {result['errors']}", flush=True)
+                        if result["requests"] == 0:
+                            failed = True
+    finally:
+        stop_all()
+    medians = {}
+    for w in workloads:
+        for d in w["drivers"]:
+            for s in servers:
+                rs = [r for r in runs if (r["workload"], r["driver"], r["server"]) == (w["name"], d, s)]
+                if rs:
+                    medians[(w["name"], d, s)] = {k: statistics.median(r[k] for r in rs)
+                                                  for k in rs[0] if isinstance(rs[0][k], (int, float)) and k != "round"}
+    machine = {"cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+               "cores": os.cpu_count(), "kernel": os.uname().release, "rounds": rounds, "duration_secs": duration,
+               "versions": {"nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+                            "lighttpd": sh(["lighttpd", "-v"]).strip(),
+                            "h2o": sh(["h2o", "-v"]).splitlines()[0]}}
+    md = [f"Machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}; each server pinned "
+          f"to CPU 0 with one worker, the load generator to CPU 1; {rounds} interleaved round(s) of "
+          f"{duration:g} s; medians. Command: scripts/compare.sh{' --quick' if args.quick else ''}", "",
+          "| workload | driver | " + " | ".join(servers) + " | ringserve / lighttpd | ringserve / nginx |",
+          "|---|---|" + "---|" * (len(servers) + 2)]
+    for w in workloads:
+        for d in w["drivers"]:
+            cells = []
+            for s in servers:
+                m = medians.get((w["name"], d, s))
+                if not m:
+                    cells.append("-")
+                    continue
+                cell = f"{m['rps']:,.0f} req/s, p99 {m['p99_us'] / 1000:.2f} ms, {m['cpu_us_per_req']:.1f} CPU-us/req"
+                if w["path"] == "/big.bin" and d == "loadgen":
+                    cell += f", {m['body_bytes_per_sec'] / 1e9:.2f} GB/s"
+                if "rss_per_conn_bytes" in m:
+                    cell += f", {m['rss_per_conn_bytes']:,.0f} B RSS/conn"
+                if m["errors"]:
+                    cell += f", **{m['errors']:.0f} errors**"
+                cells.append(cell)
+            ratio = lambda other: (f"{medians[(w['name'], d, 'ringserve')]['rps'] / medians[(w['name'], d, other)]['rps']:.2f}x"
+                                   if (w["name"], d, other) in medians and medians[(w["name"], d, other)]["rps"] else "-")
+            md.append(f"| {w['name']} | {d} | " + " | ".join(cells) + f" | {ratio('lighttpd')} | {ratio('nginx')} |")
+    md.append("")
+    md.append("lighttpd 1.4 has no option to serve precompressed siblings, so in the page-load mix it sends the "
+              "identity files (more bytes); the others send .br/.gz.")
+    text = "\n".join(md) + "\n"
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump({"machine": machine, "runs": runs,
+                   "medians": [dict(workload=k[0], driver=k[1], server=k[2], **v) for k, v in medians.items()]}, f, indent=1)
+    with open(os.path.join(OUT, "chart.svg"), "w") as f:
+        f.write(svg_chart(medians, servers, [w["name"] for w in workloads]))
+    print()
+    print(text)
+    print(f"wrote {OUT}/results.md, results.json, chart.svg")
+    if failed:
+        raise SystemExit("a run completed no requests")
+
+
+if __name__ == "__main__":
+    main()
