@@ -190,7 +190,7 @@ def rss_kib(proc):
 def drive(driver, workload, port, duration, conns):
     url = f"http://127.0.0.1:{port}{workload['path']}"
     if driver == "loadgen":
-        cmd = [LOADGEN, "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--json", "--timeout", "5s"]
+        cmd = [LOADGEN, "-t", "1", "-c", str(conns), "-d", f"{duration:g}s", "--json", "--timeout", "5s"]
         cmd += ["--pipeline", str(workload.get("pipeline", 1))]
         if workload.get("paths"):
             cmd += ["--paths-file", os.path.join(OUT, "mix-paths.txt"), "-H", "Accept-Encoding: br, gzip"]
@@ -200,7 +200,7 @@ def drive(driver, workload, port, duration, conns):
         errors = r["requests"]["errors"] + r["errors"]["verification"] + r["status"]["s4xx"] + r["status"]["s5xx"]
         return {"requests": r["requests"]["completed"], "rps": r["requests_per_sec"],
                 "body_bytes_per_sec": r["body_bytes"] / r["duration_secs"], "p99_us": p99, "errors": errors}
-    cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--latency"]
+    cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration:g}s", "--latency"]
     if workload.get("pipeline", 1) > 1:
         cmd += ["-s", os.path.join(CONF, "pipeline.lua")]
     out = sh(["taskset", "-c", DRIVER_CPU] + cmd + [url])
