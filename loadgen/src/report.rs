@@ -184,7 +184,7 @@ impl Report {
                 sent: s.sent,
                 completed: s.completed,
                 errors: request_errors,
-                in_flight_at_end: s.sent.saturating_sub(s.completed + request_errors),
+                in_flight_at_end: s.in_flight_at_end,
             },
             requests_per_sec: s.completed as f64 / secs,
             wire_bytes: s.wire_bytes,

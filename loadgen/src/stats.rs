@@ -112,6 +112,10 @@ pub struct Stats {
     pub idle_closes: u64,
     /// Completed responses per second of the measured period.
     pub timeline: Vec<u64>,
+    /// Measured requests still unanswered when the run ended, counted from the connections'
+    /// in-flight queues (not derived from the other counts, so the identity
+    /// sent = completed + errors + in flight is a real check).
+    pub in_flight_at_end: u64,
 }
 
 impl Stats {
@@ -130,6 +134,7 @@ impl Stats {
             reconnects: 0,
             idle_closes: 0,
             timeline: vec![0; seconds.max(1)],
+            in_flight_at_end: 0,
         }
     }
 
@@ -148,6 +153,7 @@ impl Stats {
         self.errors.add(&o.errors);
         self.reconnects += o.reconnects;
         self.idle_closes += o.idle_closes;
+        self.in_flight_at_end += o.in_flight_at_end;
         if self.timeline.len() < o.timeline.len() {
             self.timeline.resize(o.timeline.len(), 0);
         }

@@ -281,6 +281,15 @@ impl<'a> Thread<'a> {
             }
         }
         let live = self.conns.iter().filter(|c| c.stream.is_some() && !c.connecting).count() as u64;
+        self.stats.in_flight_at_end = self
+            .conns
+            .iter()
+            .map(|c| {
+                (0..c.count)
+                    .filter(|i| c.inflight[(c.head + i) % c.inflight.len()].measured)
+                    .count() as u64
+            })
+            .sum();
         Ok((self.stats, live))
     }
 
@@ -402,11 +411,9 @@ impl<'a> Thread<'a> {
         unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
     }
 
-    /// Drops the connection, accounts for its requests in flight, and reconnects unless the
-    /// run is ending.
-    fn lose(&mut self, index: u32, loss: Loss, now: u64) {
-        let conn = &mut self.conns[index as usize];
-        if let Some(stream) = conn.stream.take() {
+    /// Removes the connection's socket from the epoll set and closes it.
+    fn close_stream(&mut self, index: u32) {
+        if let Some(stream) = self.conns[index as usize].stream.take() {
             // SAFETY: removes an open descriptor from our epoll set before it is closed.
             unsafe {
                 libc::epoll_ctl(
@@ -417,6 +424,13 @@ impl<'a> Thread<'a> {
                 )
             };
         }
+    }
+
+    /// Drops the connection, accounts for its requests in flight, and reconnects unless the
+    /// run is ending.
+    fn lose(&mut self, index: u32, loss: Loss, now: u64) {
+        self.close_stream(index);
+        let conn = &mut self.conns[index as usize];
         let was_connecting = std::mem::replace(&mut conn.connecting, false);
         while let Some(request) = conn.pop() {
             if !request.measured || loss == Loss::Shutdown {
@@ -456,18 +470,7 @@ impl<'a> Thread<'a> {
             match socket2::SockRef::from(stream).take_error() {
                 Ok(None) => self.on_connected(index, now),
                 Ok(Some(e)) | Err(e) => {
-                    let conn = &mut self.conns[index as usize];
-                    if let Some(stream) = conn.stream.take() {
-                        // SAFETY: as in `lose`.
-                        unsafe {
-                            libc::epoll_ctl(
-                                self.epoll.as_raw_fd(),
-                                libc::EPOLL_CTL_DEL,
-                                stream.as_raw_fd(),
-                                std::ptr::null_mut(),
-                            )
-                        };
-                    }
+                    self.close_stream(index);
                     self.connect_failed(index, &e, now);
                 }
             }

@@ -51,11 +51,7 @@ fn truncating_a_file_mid_download_closes_only_that_connection() {
     let big = root.join("big.bin");
     std::fs::write(&big, pseudo_random_bytes(16 << 20, 3)).unwrap();
     let mut server = Server::start_at(&root, &[]);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+    let mut stream = server.connect_slow_reader();
     stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut first = vec![0u8; 100_000];
     stream.read_exact(&mut first).unwrap();

@@ -72,11 +72,7 @@ fn a_reader_that_stops_reading_is_dropped_by_the_send_timeout() {
         },
         &["--send-timeout", "1"],
     );
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+    let mut stream = server.connect_slow_reader();
     stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_secs(4)); // not reading
     let (bytes, _) = read_until_closed(&mut stream);

@@ -58,6 +58,17 @@ impl Server {
         stream
     }
 
+    /// A client with a 4 KiB receive buffer, so an unread response backs up into the server.
+    pub fn connect_slow_reader(&self) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&self.addr.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+        stream
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         // SAFETY: kill with a pid of a child we have not reaped.
