@@ -627,7 +627,7 @@ impl Worker {
         let failed = result < 0
             || (result == 0 && matches!(stage, SpliceStage::ToPipe | SpliceStage::ToSocket));
         if phase != Phase::Open || failed {
-            self.release_pipe(token.slot);
+            self.release_pipe(token.slot, false);
             self.release_batch(token.slot);
             if phase == Phase::Open {
                 self.begin_close(token.slot); // EPIPE, ECONNRESET, EFAULT...
@@ -656,7 +656,7 @@ impl Worker {
             return;
         }
         self.counters.sends += 1;
-        self.release_pipe(token.slot);
+        self.release_pipe(token.slot, true);
         self.release_batch(token.slot);
         if self.slots.get(token.slot).session.closing {
             self.begin_linger(token.slot);
@@ -666,15 +666,14 @@ impl Worker {
         self.after_progress(token.slot);
     }
 
-    /// Returns the slot's pipe to the pool, or closes it if bytes are left in it.
-    fn release_pipe(&mut self, index: u32) {
-        let slot = self.slots.get(index);
-        let Some(pipe_index) = slot.pipe.take() else { return };
-        let clean = slot
-            .batch
-            .map(|b| self.batches.get(b).splice().is_none_or(|body| body.in_pipe == 0))
-            .unwrap_or(true);
-        self.pipes.put(pipe_index, clean);
+    /// Takes the slot's pipe back. Only a pipe whose body was sent completely (`drained`) is
+    /// reused; after an error or a close a splice may have moved bytes we never accounted for
+    /// (a cancelled or failed step), so the pipe is closed rather than risk sending them to
+    /// the next client.
+    fn release_pipe(&mut self, index: u32, drained: bool) {
+        if let Some(pipe_index) = self.slots.get(index).pipe.take() {
+            self.pipes.put(pipe_index, drained);
+        }
     }
 
     fn release_batch(&mut self, index: u32) {
@@ -737,7 +736,7 @@ impl Worker {
             let send = Token { op: Op::Send, generation, slot: index };
             self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(send.pack()).build());
         } else {
-            self.release_pipe(index);
+            self.release_pipe(index, false);
             self.release_batch(index);
         }
         self.finish_close(index);
