@@ -79,6 +79,26 @@ fn missing(feature: &'static str) -> Error {
     Error::Uring { what: feature, source: std::io::Error::from_raw_os_error(libc::EINVAL) }
 }
 
+/// Pushes a chain of linked entries so that they reach the kernel in one submission: a chain
+/// split across two submissions would be cut at the split.
+///
+/// # Safety
+/// As for `push`, for every entry.
+pub unsafe fn push_chain(ring: &mut IoUring, entries: &[squeue::Entry]) {
+    loop {
+        let sq = ring.submission();
+        if sq.capacity() - sq.len() >= entries.len() {
+            break;
+        }
+        drop(sq);
+        submit_full(ring);
+    }
+    for entry in entries {
+        // SAFETY: forwarded from this function's contract; there is room for every entry.
+        unsafe { push(ring, entry) };
+    }
+}
+
 /// Pushes `entry`, submitting first if the submission queue is full.
 ///
 /// # Safety
@@ -90,12 +110,16 @@ pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) {
         if unsafe { ring.submission().push(entry) }.is_ok() {
             return;
         }
-        // The SQ is full: hand what is queued to the kernel and retry. Completions are not
-        // lost by this: the CQ is sized for them and NODROP is required at set-up.
-        if let Err(e) = ring.submit() {
-            if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                panic!("io_uring submit failed with a full queue: {e}");
-            }
+        submit_full(ring);
+    }
+}
+
+/// Hands a full submission queue to the kernel. Completions are not lost by this: the CQ is
+/// sized for them and NODROP is required at set-up.
+fn submit_full(ring: &mut IoUring) {
+    if let Err(e) = ring.submit() {
+        if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+            panic!("io_uring submit failed with a full queue: {e}");
         }
     }
 }

@@ -47,6 +47,9 @@ pub enum SpliceStage {
     ToPipe,
     /// Pipe -> socket.
     ToSocket,
+    /// File -> pipe linked to pipe -> socket: one trip through the kernel's worker threads
+    /// moves a chunk from the file to the socket.
+    Linked,
     /// The socket was full (the non-blocking splice said EAGAIN): a POLLOUT poll is in
     /// flight, or about to be submitted.
     WaitWritable,
@@ -102,6 +105,8 @@ pub struct Slot {
     pub pipe: Option<u32>,
     /// What the in-flight send is, when it is a splice.
     pub splice_stage: SpliceStage,
+    /// Bytes the linked fill in flight asked for (with `SpliceStage::Linked`).
+    pub splice_chunk: u32,
     /// The timer list the slot is in.
     pub timer: Timer,
     /// Tick at which the timer expires.
@@ -130,6 +135,7 @@ impl Slot {
             batch: None,
             pipe: None,
             splice_stage: SpliceStage::None,
+            splice_chunk: 0,
             timer: Timer::None,
             deadline: 0,
             prev: NIL,

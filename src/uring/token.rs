@@ -24,6 +24,9 @@ pub enum Op {
     Wake = 8,
     /// Close of a socket that never got a slot (over the connection limit).
     Reject = 9,
+    /// File -> pipe splice linked ahead of a pipe -> socket splice (`Send`); completes only
+    /// when it moved less than asked or failed, which also cancels the socket splice.
+    Fill = 10,
 }
 
 impl Op {
@@ -38,6 +41,7 @@ impl Op {
             7 => Op::Tick,
             8 => Op::Wake,
             9 => Op::Reject,
+            10 => Op::Fill,
             _ => return None,
         })
     }

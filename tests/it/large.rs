@@ -57,7 +57,7 @@ fn clients_that_reset_mid_download_do_not_disturb_others() {
 
 #[test]
 fn large_ranges_are_spliced_from_the_right_offset() {
-    // Bodies of 256 KiB and more are spliced from the file: a range must start at its offset.
+    // Large bodies are spliced from the file: a range must start at its offset.
     let server = Server::start(big_root, &[]);
     let expected = pseudo_random_bytes(BIG_BYTES, 42);
     let mut stream = server.connect();
