@@ -299,17 +299,28 @@ impl Worker {
             return;
         }
         let more = if batch.splice().is_some() { libc::MSG_MORE } else { 0 };
+        let flags = (libc::MSG_NOSIGNAL | more) as u32;
         let token = Token { op: Op::Send, generation: slot.generation, slot: index };
-        let entry = opcode::SendMsg::new(fixed(slot.fd), batch.msghdr())
-            .flags((libc::MSG_NOSIGNAL | more) as u32)
-            .build()
-            .user_data(token.pack());
+        // One contiguous run (a small response with its body copied behind the head, or the
+        // rest of a short send) goes by plain send: the kernel then copies no msghdr and
+        // imports no iovec array.
+        let entry = match batch.pending() {
+            // A run over 4 GiB goes in parts: short sends resume where they stopped.
+            [one] => {
+                let len = one.iov_len.min(u32::MAX as usize) as u32;
+                opcode::Send::new(fixed(slot.fd), one.iov_base.cast(), len)
+                    .flags(flags as i32)
+                    .build()
+            }
+            _ => opcode::SendMsg::new(fixed(slot.fd), batch.msghdr()).flags(flags).build(),
+        }
+        .user_data(token.pack());
         slot.sending = true;
         slot.splice_stage = SpliceStage::None;
         // SAFETY: the msghdr and its iovecs live inside the boxed batch, which stays assigned
         // to this slot (`slot.batch`) and unmodified until `on_send` reaps this send. The
-        // iovecs point into the batch's own head area or into file mappings owned by the
-        // snapshot the batch holds an `Arc` to (batch.rs invariant).
+        // iovecs (and a plain send's one buffer) point into the batch's own head area or into
+        // file mappings owned by the snapshot the batch holds an `Arc` to (batch.rs invariant).
         unsafe { ring::push(&mut self.ring, &entry) };
         self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
     }
