@@ -199,7 +199,8 @@ def drive(driver, workload, port, duration, conns):
         p99 = dict((str(p), v) for p, v in r["latency"]["percentiles_us"]).get("99.0", 0)
         errors = r["requests"]["errors"] + r["errors"]["verification"] + r["status"]["s4xx"] + r["status"]["s5xx"]
         return {"requests": r["requests"]["completed"], "rps": r["requests_per_sec"],
-                "body_bytes_per_sec": r["body_bytes"] / r["duration_secs"], "p99_us": p99, "errors": errors}
+                "body_bytes_per_sec": r["body_bytes"] / r["duration_secs"], "p99_us": p99, "errors": errors,
+                "driver_busy": r["cpu"]["busy_fraction"]}
     cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration:g}s", "--latency"]
     if workload.get("pipeline", 1) > 1:
         cmd += ["-s", os.path.join(CONF, "pipeline.lua")]
@@ -247,6 +248,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=float)
+    ap.add_argument("--only", help="run only workloads whose name contains this text")
+    ap.add_argument("--servers", help="comma-separated servers to run (default: all)")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (1 if args.quick else 5)
@@ -266,7 +269,9 @@ def main():
         {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen"]},
         {"name": f"{many:,} connections", "path": "/small.html", "conns": many, "drivers": ["loadgen"]},
     ]
-    servers = list(ports)
+    if args.only:
+        workloads = [w for w in workloads if args.only in w["name"]]
+    servers = args.servers.split(",") if args.servers else list(ports)
     procs = {}
     runs = []
     failed = False
@@ -304,7 +309,8 @@ def main():
                         runs.append(result)
                         print(f"round {rnd + 1}/{rounds} {w['name']:<26} {d:<8} {s:<19} "
                               f"{result['rps']:>12,.0f} req/s  p99 {result['p99_us'] / 1000:>8.2f} ms  "
-                              f"{result['cpu_us_per_req']:>7.1f} us/req  errors {result['errors']}", flush=True)
+                              f"{result['cpu_us_per_req']:>7.1f} us/req  errors {result['errors']}"
+                              f"{'  driver busy %.0f%%' % (100 * result['driver_busy']) if 'driver_busy' in result else ''}", flush=True)
                         if result["requests"] == 0:
                             failed = True
     finally:

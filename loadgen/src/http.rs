@@ -87,6 +87,30 @@ impl Parser {
         self.body_bytes
     }
 
+    /// Bytes left of a Content-Length body, when the parser is inside one.
+    pub fn body_left(&self) -> Option<u64> {
+        match self.state {
+            State::Body { left } => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Accounts for `n` body bytes the caller consumed without looking at them (discarded in
+    /// the kernel); `n` is at most `body_left()`. Returns the response when that ended it.
+    pub fn skip_body(&mut self, n: u64) -> Option<Finished> {
+        let State::Body { left } = self.state else { return None };
+        debug_assert!(n <= left, "skipped past the body");
+        let n = n.min(left);
+        self.body_bytes += n;
+        self.wire_bytes += n;
+        if n == left {
+            self.state = State::Head;
+            return Some(self.finish());
+        }
+        self.state = State::Body { left: left - n };
+        None
+    }
+
     /// Feeds `input`; the head must be whole in `input` to be parsed (the caller keeps
     /// unconsumed bytes and feeds them again with more). `on_body` sees every body slice.
     pub fn feed(&mut self, input: &[u8], mut on_body: impl FnMut(u64, &[u8])) -> Event {
@@ -286,6 +310,24 @@ mod tests {
         assert_eq!((r[0].status, r[0].body_bytes), (200, 3));
         assert_eq!(r[0].wire_bytes, 41);
         assert_eq!(r[1].status, 404);
+    }
+
+    #[test]
+    fn skipped_body_bytes_count_like_fed_ones() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab";
+        let mut fed = Parser::default();
+        assert_eq!(fed.feed(head, |_, _| {}), Event::NeedMore);
+        let Event::Done { response: whole, .. } = fed.feed(b"cdefghij", |_, _| {}) else {
+            panic!("the fed body should finish the response");
+        };
+        let mut skipped = Parser::default();
+        assert_eq!(skipped.feed(head, |_, _| {}), Event::NeedMore);
+        assert_eq!(skipped.body_left(), Some(8));
+        assert_eq!(skipped.skip_body(5), None);
+        assert_eq!(skipped.body_left(), Some(3));
+        assert_eq!(skipped.skip_body(3), Some(whole));
+        assert!(skipped.is_idle());
+        assert_eq!(skipped.body_left(), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ struct Seen {
     requests: AtomicU64,
     responses: AtomicU64,
     drops: AtomicU64,
+    body_bytes: AtomicU64,
 }
 
 struct Stub {
@@ -96,6 +97,7 @@ fn serve(
             );
             out.extend_from_slice(body);
             seen.responses.fetch_add(1, Ordering::SeqCst);
+            seen.body_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
         }
         if let Some((from, length)) = behavior.stall {
             let now = started.elapsed();
@@ -153,6 +155,25 @@ fn duration_runs_account_for_requests_in_flight() {
     assert!(r.in_flight_at_end <= 16 * 4);
     assert_eq!(report.body_bytes, r.completed * 100);
     assert_eq!(report.timeline.iter().sum::<u64>(), r.completed);
+}
+
+#[test]
+fn large_bodies_discarded_in_the_kernel_are_counted_exactly() {
+    // Bodies larger than the receive buffer are dropped by recv(MSG_TRUNC) without being
+    // copied; pipelined behind each other, a discard that overshot or stopped short would
+    // break the next head (a parse error) or the byte count.
+    let stub = stub(Behavior {
+        bodies: vec![vec![b'a'; 200_000], vec![b'b'; 5], vec![b'c'; 70_001], vec![b'd'; 16_384]],
+        ..Default::default()
+    });
+    let report =
+        loadgen::run(&config(stub.addr, &["-c", "4", "-t", "2", "-n", "2000", "--pipeline", "4"]))
+            .unwrap();
+    let r = report.requests;
+    assert_eq!((r.completed, r.errors), (2000, 0), "{report:?}");
+    assert_eq!(r.completed, stub.seen.responses.load(Ordering::SeqCst));
+    assert_eq!(report.body_bytes, stub.seen.body_bytes.load(Ordering::SeqCst));
+    assert_eq!(report.errors.parse, 0);
 }
 
 #[test]
