@@ -43,7 +43,7 @@ const TIMER_KINDS: usize = 4;
 pub enum SpliceStage {
     /// The send in flight is a sendmsg (or nothing is in flight).
     None,
-    /// File -> pipe.
+    /// File -> pipe: what is left after a linked fill moved less than its chunk.
     ToPipe,
     /// Pipe -> socket.
     ToSocket,
