@@ -215,6 +215,46 @@ def drive(driver, workload, port, duration, conns):
     return {"requests": requests, "rps": rps, "body_bytes_per_sec": 0, "p99_us": p99, "errors": errors}
 
 
+def target_rows(medians, many):
+    """Issue 6's targets, each checked against this run's medians (loadgen driver)."""
+    def m(workload, server):
+        return medians.get((workload, "loadgen", server))
+
+    rows = []
+
+    def check(target, workload, measure, goal, at_most=False, unit="x"):
+        try:
+            value = measure()
+        except (TypeError, KeyError, ZeroDivisionError):
+            rows.append((workload, target, "not run", "-"))
+            return
+        met = value <= goal if at_most else value >= goal
+        shown = f"{value:.2f}x" if unit == "x" else f"{value:,.2f} {unit}"
+        rows.append((workload, target, shown, "yes" if met else "**no**"))
+
+    small, big = "small page", f"{many:,} connections"
+    rs, lt, ng = "ringserve", "lighttpd", "nginx"
+    check(">= 1.3x lighttpd req/s", small, lambda: m(small, rs)["rps"] / m(small, lt)["rps"], 1.3)
+    check(">= 2x nginx req/s", small, lambda: m(small, rs)["rps"] / m(small, ng)["rps"], 2.0)
+    check("server CPU per request <= 0.6x lighttpd's", small,
+          lambda: m(small, rs)["cpu_us_per_req"] / m(small, lt)["cpu_us_per_req"], 0.6, at_most=True)
+    check("p99 <= lighttpd's", small,
+          lambda: m(small, rs)["p99_us"] / m(small, lt)["p99_us"], 1.0, at_most=True)
+    pipe = "small page, pipeline 16"
+    check(">= 8x lighttpd req/s", pipe, lambda: m(pipe, rs)["rps"] / m(pipe, lt)["rps"], 8.0)
+    image = "50 KiB image"
+    check(">= 1.3x lighttpd req/s", image, lambda: m(image, rs)["rps"] / m(image, lt)["rps"], 1.3)
+    mib = "1 MiB file"
+    check(">= 1.1x lighttpd GB/s", mib,
+          lambda: m(mib, rs)["body_bytes_per_sec"] / m(mib, lt)["body_bytes_per_sec"], 1.1)
+    mix = "page-load mix (br/gzip)"
+    check(">= 1.3x nginx req/s", mix, lambda: m(mix, rs)["rps"] / m(mix, ng)["rps"], 1.3)
+    check("server RSS <= 2 KiB per idle connection", big,
+          lambda: m(big, rs)["rss_per_conn_bytes"] / 1024, 2.0, at_most=True, unit="KiB")
+    check(">= 0.9x its 100-connection req/s", big, lambda: m(big, rs)["rps"] / m(small, rs)["rps"], 0.9)
+    return rows
+
+
 def svg_chart(medians, servers, workloads):
     colors = {"ringserve": "#2a6fdb", "ringserve-blocking": "#8fb3ee", "nginx": "#2f9e44",
               "lighttpd": "#e8590c", "h2o": "#ae3ec9"}
@@ -352,6 +392,13 @@ def main():
             ratio = lambda other: (f"{medians[(w['name'], d, 'ringserve')]['rps'] / medians[(w['name'], d, other)]['rps']:.2f}x"
                                    if (w["name"], d, other) in medians and medians[(w["name"], d, other)]["rps"] else "-")
             md.append(f"| {w['name']} | {d} | " + " | ".join(cells) + f" | {ratio('lighttpd')} | {ratio('nginx')} |")
+    md.append("")
+    md.append("Issue 6's targets in this run (ringserve, loadgen driver; ratios of medians):")
+    md.append("")
+    md.append("| workload | target | measured | met |")
+    md.append("|---|---|---|---|")
+    for row in target_rows(medians, many):
+        md.append("| " + " | ".join(row) + " |")
     md.append("")
     md.append("lighttpd 1.4 has no option to serve precompressed siblings, so in the page-load mix it sends the "
               "identity files (more bytes); the others send .br/.gz.")
