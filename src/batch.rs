@@ -19,7 +19,7 @@ pub const INLINE_BODY_BYTES_MAX: usize = 2048;
 /// Bodies at least this large are spliced from their file (file -> pipe -> socket, no copy
 /// in user space or into the socket buffer) instead of sent from the mapping with sendmsg,
 /// which copies every byte into the socket buffer. Measured crossover (loopback, 100
-/// connections, server CPU-us per request, copy vs splice): 16 KiB 4.7/4.7, 24 KiB 5.7/5.4,
+/// connections, server CPU-us per request, copy vs splice): 24 KiB 5.7/5.4,
 /// 48 KiB 7.2/6.5, 64 KiB 7.0/7.8, 96 KiB 8.2/9.0, 128 KiB 14.5/11.4, 256 KiB 43/19. Splicing
 /// wins from 24 KiB except for responses of two loopback segments (64-100 KiB), where it
 /// loses about 10%; a single threshold keeps the rule simple. Files this small are read into
