@@ -4,7 +4,8 @@
 # /usr/bin/time. Prints requests per driver CPU-second and requests/s, medians of the rounds.
 #
 # Usage: scripts/loadgen-vs-wrk.sh [--rounds N] [--duration SECS]
-# Needs the root that scripts/compare.sh generates (target/compare/root); runs it if missing.
+# Uses the root and wrk's pipelining script that scripts/compare.sh generates (target/compare);
+# runs it in quick mode if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-[ -d target/compare/root ] || scripts/compare.sh --quick >/dev/null
+pipeline_lua=target/compare/conf/pipeline.lua
+[ -d target/compare/root ] && [ -f "$pipeline_lua" ] || scripts/compare.sh --quick >/dev/null
 cargo build --release -q -p ringserve -p loadgen
 
 port=18090
@@ -36,14 +38,6 @@ taskset -c 0 target/release/ringserve --root target/compare/root --threads 1 \
     --addr "127.0.0.1:$port" --keepalive-requests 100000000 --watch-interval 0 >/dev/null &
 server=$!
 sleep 0.5
-cat > "$work/pipeline.lua" <<'LUA'
-init = function(args)
-  local r = {}
-  for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end
-  req = table.concat(r)
-end
-request = function() return req end
-LUA
 
 # One run of DRIVER on PATH with PIPELINE depth; prints "driver workload requests cpu_seconds".
 run() {
@@ -55,7 +49,7 @@ run() {
         requests=$(grep -v '^CPU' <<<"$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"]["completed"])')
     else
         local script=()
-        [ "$pipeline" -gt 1 ] && script=(-s "$work/pipeline.lua")
+        [ "$pipeline" -gt 1 ] && script=(-s "$pipeline_lua")
         out=$( { /usr/bin/time -f "CPU %U %S" taskset -c 1 wrk -t1 -c100 -d "${duration}s" \
             "${script[@]}" "$url"; } 2>&1 )
         requests=$(awk '/requests in/ { print $1 }' <<<"$out")

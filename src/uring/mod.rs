@@ -367,7 +367,7 @@ impl Worker {
             // starts when the fill completes, without a turn of our loop in between. The
             // fill's completion is skipped when it moves the whole chunk; a short or failed
             // fill posts its own completion and cancels the socket splice.
-            let chunk = body.to_pipe.min(u64::from(pipe.capacity)) as u32;
+            let chunk = fill_bytes(&body, pipe);
             let fill = opcode::Splice::new(
                 types::Fd(body.fd),
                 body.offset as i64,
@@ -390,7 +390,6 @@ impl Worker {
             .user_data(Token { op: Op::Send, generation: slot.generation, slot: index }.pack());
             slot.sending = true;
             slot.splice_stage = SpliceStage::Linked;
-            slot.splice_chunk = chunk;
             // SAFETY: splice carries descriptors, no pointers. The file stays open through
             // the snapshot the slot's batch holds; the pipe stays in the pool, assigned to
             // this slot, until the chain completes.
@@ -657,9 +656,12 @@ impl Worker {
         let phase = slot.phase;
         if stage == SpliceStage::Linked {
             // The fill moved its whole chunk (else its own completion would have come and
-            // this one would not); account for it, then for the socket splice.
-            let chunk = u64::from(slot.splice_chunk);
+            // this one would not); account for it, then for the socket splice. Neither the
+            // body's counts nor the pipe changed while the chain was in flight, so the chunk is
+            // the one `splice_more` asked for.
+            let pipe = self.pipes.get(slot.pipe.expect("a linked splice holds a pipe"));
             let body = self.batches.get(batch_index).splice().expect("a linked splice's body");
+            let chunk = u64::from(fill_bytes(body, pipe));
             body.offset += chunk;
             body.to_pipe -= chunk;
             body.in_pipe += chunk;
@@ -1038,6 +1040,12 @@ impl Pipes {
             self.pipes[index as usize] = None;
         }
     }
+}
+
+/// Bytes one linked step moves from the file into the pipe: the rest of the body, at most a
+/// pipe-full.
+fn fill_bytes(body: &crate::batch::SpliceBody, pipe: &Pipe) -> u32 {
+    body.to_pipe.min(u64::from(pipe.capacity)) as u32
 }
 
 /// The soft RLIMIT_NOFILE (the start-up code raised it to the hard limit).

@@ -105,8 +105,6 @@ pub struct Slot {
     pub pipe: Option<u32>,
     /// What the in-flight send is, when it is a splice.
     pub splice_stage: SpliceStage,
-    /// Bytes the linked fill in flight asked for (with `SpliceStage::Linked`).
-    pub splice_chunk: u32,
     /// The timer list the slot is in.
     pub timer: Timer,
     /// Tick at which the timer expires.
@@ -135,7 +133,6 @@ impl Slot {
             batch: None,
             pipe: None,
             splice_stage: SpliceStage::None,
-            splice_chunk: 0,
             timer: Timer::None,
             deadline: 0,
             prev: NIL,
