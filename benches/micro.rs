@@ -49,8 +49,13 @@ fn route(c: &mut Criterion) {
     let snapshot = Arc::new(Snapshot::scan(&dir.path().canonicalize().unwrap()).unwrap());
     let date = DateCache::new();
     let limits = ParseLimits::default();
-    let ctx =
-        Context { snapshot: &snapshot, date: date.bytes(), last_request: false, limits: &limits };
+    let ctx = Context {
+        snapshot: &snapshot,
+        date: &date,
+        last_request: false,
+        peer_closed: false,
+        limits: &limits,
+    };
     let mut batch = Batch::new();
     let mut group = c.benchmark_group("serve");
     group.throughput(Throughput::Elements(1));

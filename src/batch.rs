@@ -1,14 +1,16 @@
 //! A batch of responses queued for one send: response heads copied into a fixed area, bodies
 //! referenced in place (in the file mappings) through iovecs, so pipelined responses leave in
-//! one `sendmsg` and no body byte is copied in user space unless it is tiny.
+//! one `sendmsg` and no body byte is copied in user space unless it is tiny and owned.
 //!
-//! **Invariant:** every iovec points either into `heads` (owned, never reallocated) or into a
+//! **Invariants:** every iovec points either into `heads` (owned, never reallocated) or into a
 //! file mapping owned by `snapshot`; both live until `clear`, which the engines call only after
-//! the kernel has finished with the send.
+//! the kernel has finished with the send. Only `Body::Owned` bytes are ever copied here; a
+//! mapped body is only handed to the kernel (iovec or splice), so a file truncated under its
+//! mapping can fail a send but never fault the process.
 
 use std::sync::Arc;
 
-use crate::files::Snapshot;
+use crate::files::{Body, Snapshot};
 use crate::http::response::{HeadWriter, Overflow};
 use crate::limits::{BATCH_HEAD_BYTES, BATCH_IOVEC_COUNT, RESPONSE_HEAD_BYTES_MAX};
 
@@ -97,24 +99,29 @@ impl Batch {
             && self.heads.len() - self.heads_len >= RESPONSE_HEAD_BYTES_MAX
     }
 
-    /// Queues a response whose body is a slice of an open file's mapping: large bodies are
-    /// marked for splicing from `fd` at `offset`, smaller ones are queued like `push`.
+    /// Queues a response with a file's body: owned bytes like `push`; a mapped slice by
+    /// reference (an iovec the kernel reads), or marked for splicing from its file when large.
     pub fn push_file(
         &mut self,
         write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,
-        body: &[u8],
-        file: Option<(std::os::fd::RawFd, u64)>,
+        body: Body<'_>,
     ) -> Result<(), Overflow> {
-        let Some((fd, offset)) = file.filter(|_| body.len() >= SPLICE_BODY_BYTES_MIN) else {
-            return self.push(write, body);
+        let mapped = match body {
+            Body::Owned(bytes) => return self.push(write, bytes),
+            Body::Mapped(mapped) => mapped,
         };
         self.push(write, &[])?;
+        if mapped.len() < SPLICE_BODY_BYTES_MIN {
+            self.push_iov(mapped.addr(), mapped.len());
+            return Ok(());
+        }
+        let (fd, offset) = mapped.file();
         self.splice = Some(SpliceBody {
             fd,
             offset,
-            to_pipe: body.len() as u64,
+            to_pipe: mapped.len() as u64,
             in_pipe: 0,
-            mapped: body.as_ptr(),
+            mapped: mapped.addr(),
             first_offset: offset,
         });
         Ok(())
@@ -152,8 +159,9 @@ impl Batch {
         }
     }
 
-    /// Queues one response: a head written by `write`, then `body`, which must live in the
-    /// held snapshot or be `'static`. Nothing is queued if the head does not fit.
+    /// Queues one response: a head written by `write`, then `body`, memory the server owns
+    /// that lives in the held snapshot or is `'static` (small bodies are copied behind the
+    /// head). Nothing is queued if the head does not fit.
     pub fn push(
         &mut self,
         write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,

@@ -181,7 +181,7 @@ impl<'s> Connection<'s> {
             self.refresh();
             let shared = Shared {
                 snapshot: &self.snapshot,
-                date: self.date.bytes(),
+                date: &self.date,
                 limits: &self.settings.limits,
                 keepalive_requests: self.settings.keepalive_requests,
             };
@@ -283,8 +283,9 @@ impl<'s> Connection<'s> {
     fn respond_timeout(&mut self) {
         let ctx = Context {
             snapshot: &self.snapshot,
-            date: self.date.bytes(),
+            date: &self.date,
             last_request: true,
+            peer_closed: false,
             limits: &self.settings.limits,
         };
         if serve::push_error(

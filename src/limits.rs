@@ -26,6 +26,24 @@ pub const RECV_BUFFER_BYTES: usize = 4 * KIB;
 /// completions of one batch: 2048 x 4 KiB = 8 MiB per worker.
 pub const RECV_BUFFER_COUNT: u16 = 2048;
 
+/// Receive buffer of every connection socket (SO_RCVBUF; the kernel doubles it for its
+/// bookkeeping). Requests are small, so this never limits a well-behaved client, even one
+/// pipelining deeply; it bounds, in the kernel, how many bytes a client can push ahead of the
+/// responses it reads before TCP's window stops it, and so how many receive buffers a multishot
+/// recv can take for one connection before we have seen them. The default (128 KiB, growing
+/// with autotuning) let 300 clients that never read take every receive buffer.
+pub const RECV_WINDOW_BYTES: usize = 16 * KIB;
+
+/// Receive buffers one connection may hold beyond its input buffer while it does not read its
+/// responses (see "Backpressure" in ARCHITECTURE.md): with the receive window above, more than
+/// this never arrives after receiving is cancelled. A connection that still overruns it is
+/// closed, so buffers are always there for other connections.
+pub const HELD_BUFFERS_PER_CONNECTION_MAX: u16 = 8;
+
+/// Receive buffers all connections of a worker may hold at once: a quarter of the ring, so
+/// three quarters always cycle for everyone else, however many clients stop reading.
+pub const HELD_BUFFERS_TOTAL_MAX: u32 = RECV_BUFFER_COUNT as u32 / 4;
+
 /// Per-connection buffer for bytes received but not yet answered: a request split over several
 /// reads, or pipelined requests that arrive while a response is still being sent. Taken from a
 /// pool only while it holds bytes, so idle connections cost nothing here. Must hold a maximal

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use crate::batch::Batch;
 use crate::files::resolve::{self, PathBuffer};
-use crate::files::Entry;
-use crate::files::{Lookup, Snapshot};
-use crate::http::date::DATE_BYTES;
+use crate::files::{Body, Entry, Lookup, Snapshot};
+use crate::http::date::DateCache;
 use crate::http::fields::{self, Ranges};
 use crate::http::response::{HeadWriter, Overflow};
 use crate::http::{self, Method, ParseLimits, Parsed, Reject, Request, Status, Version};
@@ -24,10 +23,13 @@ const INDEX_SUFFIX_BYTES: usize = 11;
 pub struct Context<'a> {
     /// The files being served.
     pub snapshot: &'a Arc<Snapshot>,
-    /// The cached Date value.
-    pub date: &'a [u8; DATE_BYTES],
+    /// The cached Date value, and the current second.
+    pub date: &'a DateCache,
     /// This connection has reached its keep-alive request limit with this request.
     pub last_request: bool,
+    /// The client has closed its sending side: the last complete request in the input gets
+    /// the last response, marked `Connection: close`.
+    pub peer_closed: bool,
     /// Request-head limits.
     pub limits: &'a ParseLimits,
 }
@@ -36,8 +38,8 @@ pub struct Context<'a> {
 pub struct Shared<'a> {
     /// The files being served.
     pub snapshot: &'a Arc<Snapshot>,
-    /// The cached Date value.
-    pub date: &'a [u8; DATE_BYTES],
+    /// The cached Date value, and the current second.
+    pub date: &'a DateCache,
     /// Request-head limits.
     pub limits: &'a ParseLimits,
     /// Requests per keep-alive connection.
@@ -53,6 +55,8 @@ pub struct Session {
     pub skip_bytes: u64,
     /// A response that ends the connection is queued: answer nothing after it.
     pub closing: bool,
+    /// The client half-closed (end of stream): answer what it sent, then close.
+    pub peer_closed: bool,
 }
 
 impl Session {
@@ -77,6 +81,7 @@ impl Session {
                 snapshot: shared.snapshot,
                 date: shared.date,
                 last_request: self.requests + 1 >= shared.keepalive_requests,
+                peer_closed: self.peer_closed,
                 limits: shared.limits,
             };
             match serve(&input[pos..], &ctx, batch) {
@@ -117,7 +122,7 @@ pub fn serve(input: &[u8], ctx: &Context<'_>, batch: &mut Batch) -> Step {
             push_error(batch, ctx, status, false, false, Version::Http11)
                 .map(|()| Step::Responded { consumed: input.len(), skip_bytes: 0, close: true })
         }
-        Parsed::Complete(request) => respond(&request, ctx, batch),
+        Parsed::Complete(request) => respond(&request, input.len(), ctx, batch),
     };
     step.unwrap_or(Step::Full)
 }
@@ -132,13 +137,25 @@ pub fn status_of(reject: Reject) -> Status {
     }
 }
 
-fn respond(req: &Request<'_>, ctx: &Context<'_>, batch: &mut Batch) -> Result<Step, Overflow> {
-    let keep_alive = req.keep_alive && !ctx.last_request;
+fn respond(
+    req: &Request<'_>,
+    input_len: usize,
+    ctx: &Context<'_>,
+    batch: &mut Batch,
+) -> Result<Step, Overflow> {
+    // The last request of a half-closed client: nothing complete follows it in the input.
+    let last_of_peer =
+        ctx.peer_closed && input_len as u64 <= req.head_len as u64 + req.content_length;
+    // A chunked body is not decoded, and after an early answer to `Expect: 100-continue` the
+    // client may or may not send its body: either way the next request cannot be found, so
+    // the connection ends (RFC 9112 section 9.3).
+    let next_request_unknown = req.chunked || (req.expect_continue && req.content_length > 0);
+    let keep_alive = req.keep_alive && !ctx.last_request && !last_of_peer && !next_request_unknown;
     let head_only = req.method == Method::Head;
     let done = |close: bool| Step::Responded {
         consumed: req.head_len,
         skip_bytes: req.content_length,
-        close: close || req.chunked,
+        close,
     };
     match req.method {
         Method::Get | Method::Head => {}
@@ -180,8 +197,11 @@ fn respond(req: &Request<'_>, ctx: &Context<'_>, batch: &mut Batch) -> Result<St
 }
 
 /// The representation to send: a precompressed variant when the client accepts it.
+/// A range request always gets the identity file: clients store decoded bytes and resume or
+/// split downloads by offsets into them, which mean nothing in the compressed bytes.
 fn choose_representation<'e>(req: &Request<'_>, entry: &'e Entry) -> &'e Entry {
-    if !entry.has_variants() {
+    let ranged = req.range.is_some() && req.method == Method::Get;
+    if !entry.has_variants() || ranged {
         return entry;
     }
     let accepts = fields::parse_accept_encoding(req.accept_encoding.unwrap_or(b""));
@@ -209,7 +229,7 @@ enum Precondition {
     Failed,
 }
 
-fn evaluate_preconditions(req: &Request<'_>, rep: &Entry) -> Precondition {
+fn evaluate_preconditions(req: &Request<'_>, rep: &Entry, now_secs: u64) -> Precondition {
     if let Some(list) = req.if_match {
         if !fields::etag_matches(list, &rep.etag, false) {
             return Precondition::Failed;
@@ -224,7 +244,9 @@ fn evaluate_preconditions(req: &Request<'_>, rep: &Entry) -> Precondition {
             return Precondition::NotModified;
         }
     } else if let Some(since) = req.if_modified_since.and_then(fields::parse_date) {
-        if rep.mtime_secs <= since {
+        // A date later than our clock is invalid (RFC 9110 section 13.1.3): ignored, as
+        // nginx and Apache do, instead of promising that nothing changed since the future.
+        if rep.mtime_secs <= since && since <= now_secs {
             return Precondition::NotModified;
         }
     }
@@ -259,12 +281,12 @@ fn respond_file(
     let http10 = req.version == Version::Http10;
     let head_only = req.method == Method::Head;
     let rep = choose_representation(req, entry);
-    match evaluate_preconditions(req, rep) {
+    match evaluate_preconditions(req, rep, ctx.date.unix_secs()) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             return batch.push(
                 |w| {
-                    w.start(Status::NotModified, ctx.date)?;
+                    w.start(Status::NotModified, ctx.date.bytes())?;
                     w.put(&rep.meta)?;
                     w.finish(keep_alive, http10)
                 },
@@ -284,22 +306,26 @@ fn respond_file(
     }
     match evaluate_range(req, rep) {
         Ranges::Full => {
-            let body = if head_only { &[][..] } else { rep.body() };
+            let body = if head_only { Body::Owned(&[]) } else { rep.body() };
             batch.push_file(
                 |w| {
-                    w.start(Status::Ok, ctx.date)?;
+                    w.start(Status::Ok, ctx.date.bytes())?;
                     w.put(&rep.fields_200)?;
                     w.finish(keep_alive, http10)
                 },
                 body,
-                rep.file_fd().map(|fd| (fd, 0)),
             )
         }
         Ranges::One { first, last } => {
-            let body = &rep.body()[first as usize..=last as usize];
+            // The range was checked against `rep.len`, which is the body's length by
+            // construction; a miss here would be a bug, answered as one, not a panic.
+            let Some(body) = rep.body().slice(first, last + 1) else {
+                let status = Status::InternalServerError;
+                return push_error(batch, ctx, status, keep_alive, head_only, req.version);
+            };
             batch.push_file(
                 |w| {
-                    w.start(Status::PartialContent, ctx.date)?;
+                    w.start(Status::PartialContent, ctx.date.bytes())?;
                     w.put(&rep.type_line)?;
                     w.put(b"Content-Length: ")?;
                     w.put_u64(last - first + 1)?;
@@ -314,7 +340,6 @@ fn respond_file(
                     w.finish(keep_alive, http10)
                 },
                 body,
-                rep.file_fd().map(|fd| (fd, first)),
             )
         }
         Ranges::Unsatisfiable => {
@@ -322,7 +347,7 @@ fn respond_file(
             let body = status.error_body();
             batch.push(
                 |w| {
-                    w.start(status, ctx.date)?;
+                    w.start(status, ctx.date.bytes())?;
                     put_html_fields(w, body.len())?;
                     w.put(b"Content-Range: bytes */")?;
                     w.put_u64(rep.len)?;
@@ -361,7 +386,7 @@ pub fn push_error(
     let body = status.error_body();
     batch.push(
         |w| {
-            w.start(status, ctx.date)?;
+            w.start(status, ctx.date.bytes())?;
             put_html_fields(w, body.len())?;
             if status == Status::MethodNotAllowed {
                 w.put(b"Allow: GET, HEAD\r\n")?;
@@ -390,11 +415,13 @@ fn push_redirect(
     let body = status.error_body();
     batch.push(
         |w| {
-            w.start(status, ctx.date)?;
+            w.start(status, ctx.date.bytes())?;
             put_html_fields(w, body.len())?;
             w.put(b"Location: ")?;
             w.put(req.path)?;
-            w.put(b"/\r\n")?;
+            w.put(b"/")?;
+            w.put(req.query)?;
+            w.put(b"\r\n")?;
             w.finish(keep_alive, req.version == Version::Http10)
         },
         if head_only { &[] } else { body },

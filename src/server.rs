@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::blocking;
 use crate::config::{Config, Engine};
 use crate::files::Library;
+use crate::limits::RECV_WINDOW_BYTES;
 use crate::uring::{Counters, Worker};
 use crate::Error;
 
@@ -71,6 +72,7 @@ impl Server {
         if config.engine == Engine::Blocking {
             return Server::start_blocking(config, library, files);
         }
+        ensure_port_free(config.addr)?;
         let first = bind(config.addr)?;
         let addr = first.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
             Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") }
@@ -143,6 +145,7 @@ impl Server {
         library: Arc<Library>,
         files: usize,
     ) -> Result<Server, Error> {
+        ensure_port_free(config.addr)?;
         let listener = std::net::TcpListener::from(bind(config.addr)?);
         let addr =
             listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
@@ -208,6 +211,7 @@ impl Server {
             total.sends += counters.sends;
             total.enobufs += counters.enobufs;
             total.accept_errors += counters.accept_errors;
+            total.overruns += counters.overruns;
         }
         self.library.stop();
         if let Some(watcher) = self.watcher.take() {
@@ -239,6 +243,23 @@ fn start_watcher(library: &Arc<Library>, config: &Config) -> Result<Option<JoinH
     Ok(Some(handle))
 }
 
+/// Refuses an address another process listens on. Our listeners share their port through
+/// SO_REUSEPORT, which would just as gladly let a second ringserve (same user) join the group
+/// and take half the connections for its own root; a probe bound without SO_REUSEPORT fails
+/// with EADDRINUSE while any socket listens there, as nginx without `reuseport` does. Port 0
+/// needs no probe: the kernel picks a free port for the first listener.
+fn ensure_port_free(addr: SocketAddr) -> Result<(), Error> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let err = |source| Error::Bind { addr, source };
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(err)?;
+    // SO_REUSEADDR only lets the probe past connections lingering in TIME_WAIT.
+    probe.set_reuse_address(true).map_err(err)?;
+    probe.bind(&addr.into()).map_err(err)
+}
+
 /// A listening TCP socket with SO_REUSEPORT, so every worker has its own accept queue.
 fn bind(addr: SocketAddr) -> Result<Socket, Error> {
     let err = |source| Error::Bind { addr, source };
@@ -250,6 +271,9 @@ fn bind(addr: SocketAddr) -> Result<Socket, Error> {
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux: responses leave at once
     // without a setsockopt per connection.
     socket.set_nodelay(true).map_err(err)?;
+    // Accepted sockets inherit the receive buffer too: it bounds how far a client can send
+    // ahead of the responses it reads (see RECV_WINDOW_BYTES).
+    socket.set_recv_buffer_size(RECV_WINDOW_BYTES).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(LISTEN_BACKLOG_COUNT).map_err(err)?;
     Ok(socket)

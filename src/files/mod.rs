@@ -9,23 +9,31 @@ pub mod resolve;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Read, Seek};
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 use crate::limits::FILES_MAX;
 use crate::Error;
 
-/// Files up to this size are read into memory instead of mapped: their bytes may be copied in
-/// user space (inline bodies), and a copy cannot fault with SIGBUS when the file is truncated
-/// under us. Larger files are only ever read by the kernel (sendmsg from the mapping), where a
-/// truncated page makes the send fail with EFAULT and the connection close, not the process die.
+/// Files up to this size are read into memory instead of mapped. Only these bytes, which the
+/// server owns, are ever read in user space (copied behind a response head). Larger files are
+/// mapped and their bytes are only ever read by the kernel (a sendmsg iovec, or a splice from the
+/// open file), where a page truncated away makes the send fail with EFAULT and that connection
+/// close, never the process die of SIGBUS. `Body` makes the difference a type: a mapped slice has
+/// no way to become a `&[u8]`.
 pub const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
+
+/// Times a file that changes while it is read (its length or mtime moved between fstat and the
+/// end of the read) is read again before the scan gives up on it for this round.
+const READ_ATTEMPTS_MAX: u32 = 3;
 
 /// Default time between rescans of the root: changes show up within this time.
 pub const RESCAN_INTERVAL_MILLIS: u64 = 500;
@@ -83,28 +91,47 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Reads or maps `path`.
+    /// Reads or maps `path`. The file is opened non-blocking, so a FIFO or device swapped in
+    /// for a regular file cannot block the scan, and anything but a regular file is refused.
+    /// The body's length is the length fstat reported, whatever the file does afterwards: a
+    /// mapping covers exactly that many bytes (a file that grows later is never sent longer
+    /// than its Content-Length), and a copy holds exactly that many.
     fn open(path: &Path) -> io::Result<(Bytes, Stamp)> {
-        let mut file = File::open(path)?;
-        let stamp = Stamp::of(&file.metadata()?);
-        let bytes = if stamp.len == 0 {
-            Bytes::Empty
-        } else if stamp.len <= COPIED_FILE_BYTES_MAX {
-            let mut buf = Vec::with_capacity(stamp.len as usize);
-            file.read_to_end(&mut buf)?;
-            if buf.len() as u64 != stamp.len {
-                return Err(io::Error::other("file changed while being read"));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let meta = file.metadata()?;
+            if !meta.file_type().is_file() {
+                return Err(io::Error::other("not a regular file"));
             }
-            Bytes::Copied(buf.into_boxed_slice())
-        } else {
-            // SAFETY: `Mmap::map` is unsafe because the file may be truncated or modified
-            // while mapped. Bytes of mapped files are only read by the kernel (sendmsg
-            // iovecs), where a truncated page fails the send with EFAULT instead of raising
-            // SIGBUS; user space copies only files small enough to be `Copied`.
-            let map = unsafe { Mmap::map(&file)? };
-            Bytes::Mapped(map, file)
-        };
-        Ok((bytes, stamp))
+            let stamp = Stamp::of(&meta);
+            if stamp.len == 0 {
+                return Ok((Bytes::Empty, stamp));
+            }
+            if stamp.len > COPIED_FILE_BYTES_MAX {
+                // SAFETY: fcntl on a descriptor `file` owns. Back to blocking mode for the
+                // kernel's splices and sendfile; a failure leaves O_NONBLOCK, which regular
+                // files ignore.
+                unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+                // SAFETY: `map` is unsafe because the file may be truncated or modified while
+                // mapped. Mapped bytes are never read in user space (`MappedSlice` has no
+                // accessor); the kernel reading a page truncated away fails the send with
+                // EFAULT. The mapping covers exactly `stamp.len` bytes, however long the file
+                // is by now.
+                let map = unsafe { MmapOptions::new().len(stamp.len as usize).map(&file)? };
+                return Ok((Bytes::Mapped(map, file), stamp));
+            }
+            let mut buf = Vec::with_capacity(stamp.len as usize);
+            (&mut file).take(stamp.len).read_to_end(&mut buf)?;
+            let unchanged = file.metadata().map(|m| Stamp::of(&m)).ok() == Some(stamp);
+            if buf.len() as u64 == stamp.len && unchanged {
+                return Ok((Bytes::Copied(buf.into_boxed_slice()), stamp));
+            }
+            file.seek(io::SeekFrom::Start(0))?;
+        }
+        Err(io::Error::other("file kept changing while being read"))
     }
 
     /// Builds the entry for `bytes`; `encoding` is set for precompressed variants and `vary`
@@ -146,26 +173,110 @@ impl Entry {
         }
     }
 
-    /// The file's bytes.
-    pub fn body(&self) -> &[u8] {
+    /// The file's bytes, exactly `len` of them.
+    pub fn body(&self) -> Body<'_> {
         match &self.bytes {
-            Bytes::Empty => &[],
-            Bytes::Copied(b) => b,
-            Bytes::Mapped(m, _) => m,
-        }
-    }
-
-    /// The open file behind a mapped body (files over `COPIED_FILE_BYTES_MAX`), for splicing.
-    pub fn file_fd(&self) -> Option<std::os::fd::RawFd> {
-        match &self.bytes {
-            Bytes::Mapped(_, file) => Some(std::os::fd::AsRawFd::as_raw_fd(file)),
-            Bytes::Empty | Bytes::Copied(_) => None,
+            Bytes::Empty => Body::Owned(&[]),
+            Bytes::Copied(b) => Body::Owned(b),
+            Bytes::Mapped(m, file) => Body::Mapped(MappedSlice {
+                ptr: m.as_ptr(),
+                len: m.len(),
+                fd: file.as_raw_fd(),
+                offset: 0,
+                _entry: PhantomData,
+            }),
         }
     }
 
     /// Whether this entry has precompressed variants.
     pub fn has_variants(&self) -> bool {
         self.br.is_some() || self.gzip.is_some()
+    }
+}
+
+/// A response body: bytes the server owns, or a slice of a file mapping that only the kernel
+/// may read. Both have exactly the length the entry's Content-Length says.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Memory the server owns (files of at most `COPIED_FILE_BYTES_MAX`, error pages): may be
+    /// copied in user space.
+    Owned(&'a [u8]),
+    /// Part of a mapped file.
+    Mapped(MappedSlice<'a>),
+}
+
+impl<'a> Body<'a> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Owned(b) => b.len(),
+            Body::Mapped(m) => m.len,
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, if the server owns them (a mapped body cannot be read in user space).
+    pub fn owned(self) -> Option<&'a [u8]> {
+        match self {
+            Body::Owned(bytes) => Some(bytes),
+            Body::Mapped(_) => None,
+        }
+    }
+
+    /// Bytes `start..end`, or `None` if that is not inside the body (never a panic).
+    pub fn slice(self, start: u64, end: u64) -> Option<Body<'a>> {
+        if start > end || end > self.len() as u64 {
+            return None;
+        }
+        let (start, end) = (start as usize, end as usize);
+        Some(match self {
+            Body::Owned(b) => Body::Owned(&b[start..end]),
+            Body::Mapped(m) => Body::Mapped(MappedSlice {
+                ptr: m.ptr.wrapping_add(start),
+                len: end - start,
+                fd: m.fd,
+                offset: m.offset + start as u64,
+                _entry: PhantomData,
+            }),
+        })
+    }
+}
+
+/// A slice of a file mapping, valid while the entry it came from lives. Deliberately without
+/// any way to read it as `&[u8]`: a file truncated under its mapping makes user-space reads of
+/// the lost pages raise SIGBUS, while the kernel reading them (sendmsg, splice) fails cleanly.
+#[derive(Debug, Clone, Copy)]
+pub struct MappedSlice<'a> {
+    ptr: *const u8,
+    len: usize,
+    fd: RawFd,
+    offset: u64,
+    _entry: PhantomData<&'a Entry>,
+}
+
+impl MappedSlice<'_> {
+    /// The slice's address, for the kernel to read (a sendmsg iovec).
+    pub fn addr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The open file and the slice's offset in it, for splice or sendfile.
+    pub fn file(&self) -> (RawFd, u64) {
+        (self.fd, self.offset)
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -222,8 +333,16 @@ impl Snapshot {
             let entry = match reuse {
                 Some(entry) => Arc::clone(entry),
                 None => match build_entry(f, br, gzip) {
-                    Some(entry) => Arc::new(entry),
-                    None => continue, // vanished or unreadable since the walk: not served
+                    Ok(entry) => Arc::new(entry),
+                    // Gone since the walk: not served.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    // Out of descriptors, or the file is changing under us: keep serving the
+                    // version we have (the stamps differ, so the next rescan tries again)
+                    // rather than answer 404 for a file that exists.
+                    Err(_) => match previous.and_then(|p| p.files.get(rel.as_bytes())) {
+                        Some(entry) => Arc::clone(entry),
+                        None => continue,
+                    },
                 },
             };
             files.insert(Box::from(rel.as_bytes()), entry);
@@ -257,18 +376,24 @@ impl Snapshot {
 
 /// Builds a file's entry; with `.br`/`.gz` siblings, attaches them as variants, each with
 /// the base file's Content-Type, its own validators, `Content-Encoding` and `Vary`.
-fn build_entry(f: &Found, br: Option<&Found>, gzip: Option<&Found>) -> Option<Entry> {
+fn build_entry(f: &Found, br: Option<&Found>, gzip: Option<&Found>) -> io::Result<Entry> {
     let content_type = mime::content_type(&f.name);
     let has_variants = br.is_some() || gzip.is_some();
-    let variant = |v: Option<&Found>, encoding: &str| -> Option<Arc<Entry>> {
-        let (bytes, stamp) = Entry::open(&v?.real).ok()?;
-        Some(Arc::new(Entry::build(bytes, stamp, content_type, Some(encoding), true)))
+    let variant = |v: Option<&Found>, encoding: &str| -> io::Result<Option<Arc<Entry>>> {
+        let Some(v) = v else { return Ok(None) };
+        match Entry::open(&v.real) {
+            Ok((bytes, stamp)) => {
+                Ok(Some(Arc::new(Entry::build(bytes, stamp, content_type, Some(encoding), true))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     };
-    let (bytes, stamp) = Entry::open(&f.real).ok()?;
+    let (bytes, stamp) = Entry::open(&f.real)?;
     let mut entry = Entry::build(bytes, stamp, content_type, None, has_variants);
-    entry.br = variant(br, "br");
-    entry.gzip = variant(gzip, "gzip");
-    Some(entry)
+    entry.br = variant(br, "br")?;
+    entry.gzip = variant(gzip, "gzip")?;
+    Ok(entry)
 }
 
 /// Every regular file and directory under `root`, by relative path.
@@ -388,6 +513,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_body_keeps_its_length_whatever_the_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.bin");
+        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
+        let (bytes, stamp) = Entry::open(&path).unwrap();
+        let entry = Entry::build(bytes, stamp, "application/octet-stream", None, false);
+        // Shrunk and grown after the fstat: the body is still exactly the length the head
+        // announces, and slicing it never panics.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
+        assert_eq!((entry.body().len(), entry.len), (64 << 10, 64 << 10));
+        assert!(matches!(entry.body(), Body::Mapped(_)), "large files are only mapped");
+        assert!(entry.body().slice(65_000, 65_536).is_some());
+        assert!(entry.body().slice(65_000, 65_537).is_none());
+        std::fs::write(&path, vec![8u8; 100 << 10]).unwrap();
+        assert_eq!(entry.body().len(), 64 << 10);
+        let small = dir.path().join("s.txt");
+        std::fs::write(&small, b"0123456789").unwrap();
+        let (bytes, stamp) = Entry::open(&small).unwrap();
+        let entry = Entry::build(bytes, stamp, "text/plain", None, false);
+        assert_eq!(entry.body().owned(), Some(&b"0123456789"[..]));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipe");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        // A blocking open of a FIFO waits for a writer forever; run it where a hang shows.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(Entry::open(&path).is_err());
+        });
+        let refused = rx.recv_timeout(Duration::from_secs(5)).expect("open of a FIFO returned");
+        assert!(refused, "a FIFO is not served");
+    }
+
+    #[test]
     fn variants_attach_and_changes_are_picked_up() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
@@ -397,7 +561,7 @@ mod tests {
         let library = Library::open(&root).unwrap();
         let snap = library.snapshot();
         let Lookup::File(a) = snap.lookup(b"a.js") else { panic!("a.js missing") };
-        assert_eq!(a.gzip.as_ref().map(|g| g.body()), Some(&b"GZ"[..]));
+        assert_eq!(a.gzip.as_ref().and_then(|g| g.body().owned()), Some(&b"GZ"[..]));
         assert!(a.br.is_none());
         assert!(String::from_utf8_lossy(&a.fields_200).contains("Vary: Accept-Encoding\r\n"));
         let gz = a.gzip.as_ref().unwrap();

@@ -37,6 +37,11 @@ impl DateCache {
         }
     }
 
+    /// The second the value is for, in seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> u64 {
+        self.second
+    }
+
     /// The formatted value, without the header name.
     pub fn bytes(&self) -> &[u8; DATE_BYTES] {
         &self.text

@@ -47,6 +47,8 @@ pub struct Request<'a> {
     /// The path of the target, still percent-encoded, without the query; starts with `/`
     /// (absolute-form targets are reduced to their path).
     pub path: &'a [u8],
+    /// The query with its `?` (empty without one), kept for redirects.
+    pub query: &'a [u8],
     /// The version.
     pub version: Version,
     /// Whether the connection stays open after the response.
@@ -57,6 +59,9 @@ pub struct Request<'a> {
     pub content_length: u64,
     /// The request has a chunked body, which we do not decode: answer and close.
     pub chunked: bool,
+    /// `Expect: 100-continue`: the client may or may not send its body after an early final
+    /// response, so a request with a body is answered and the connection closed.
+    pub expect_continue: bool,
     /// `If-None-Match` value.
     pub if_none_match: Option<&'a [u8]>,
     /// `If-Modified-Since` value.
@@ -178,19 +183,21 @@ fn interpret<'a>(req: &httparse::Request<'_, 'a>, head_len: usize) -> Result<Req
         return Err(Reject::UriTooLong);
     }
     let method = method_of(req.method.ok_or(Reject::BadRequest)?);
-    let path = if method == Method::Get || method == Method::Head {
+    let (path, query) = if method == Method::Get || method == Method::Head {
         path_of(target).ok_or(Reject::BadRequest)?
     } else {
-        target
+        (target, &b""[..])
     };
     let mut request = Request {
         method,
         path,
+        query,
         version,
         keep_alive: version == Version::Http11,
         head_len,
         content_length: 0,
         chunked: false,
+        expect_continue: false,
         if_none_match: None,
         if_modified_since: None,
         if_match: None,
@@ -220,6 +227,9 @@ fn read_fields<'a>(
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => host_count += 1,
             5 if name.eq_ignore_ascii_case(b"range") => request.range = Some(value),
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                request.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
+            }
             8 if name.eq_ignore_ascii_case(b"if-match") => request.if_match = Some(value),
             8 if name.eq_ignore_ascii_case(b"if-range") => request.if_range = Some(value),
             10 if name.eq_ignore_ascii_case(b"connection") => {
@@ -297,7 +307,9 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Reject> {
 }
 
 /// The path of an origin-form (`/a?b`) or absolute-form (`http://host/a?b`) target.
-fn path_of(target: &[u8]) -> Option<&[u8]> {
+/// The path and the query (with its `?`, empty if none) of a request target; a fragment,
+/// which clients should not send, is dropped.
+fn path_of(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let path = if target.first() == Some(&b'/') {
         target
     } else {
@@ -313,7 +325,9 @@ fn path_of(target: &[u8]) -> Option<&[u8]> {
         }
     };
     let end = path.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(path.len());
-    Some(&path[..end])
+    let rest = &path[end..];
+    let query_end = rest.iter().position(|&b| b == b'#').unwrap_or(rest.len());
+    Some((&path[..end], &rest[..query_end]))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {

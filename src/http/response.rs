@@ -18,6 +18,7 @@ pub enum Status {
     UriTooLong,
     RangeNotSatisfiable,
     HeaderFieldsTooLarge,
+    InternalServerError,
     NotImplemented,
     VersionNotSupported,
 }
@@ -38,6 +39,7 @@ impl Status {
             Status::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\n",
             Status::RangeNotSatisfiable => b"HTTP/1.1 416 Range Not Satisfiable\r\n",
             Status::HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            Status::InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
             Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
             Status::VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         }
@@ -60,6 +62,7 @@ impl Status {
             Status::UriTooLong => body!("414 URI Too Long"),
             Status::RangeNotSatisfiable => body!("416 Range Not Satisfiable"),
             Status::HeaderFieldsTooLarge => body!("431 Request Header Fields Too Large"),
+            Status::InternalServerError => body!("500 Internal Server Error"),
             Status::NotImplemented => body!("501 Not Implemented"),
             Status::VersionNotSupported => body!("505 HTTP Version Not Supported"),
             Status::MovedPermanently => body!("301 Moved Permanently"),

@@ -15,7 +15,8 @@ fn root() -> (tempfile::TempDir, Arc<Snapshot>) {
 fn run(snapshot: &Arc<Snapshot>, input: &[u8]) -> (Step, String) {
     let date = DateCache::new();
     let limits = ParseLimits::default();
-    let ctx = Context { snapshot, date: date.bytes(), last_request: false, limits: &limits };
+    let ctx =
+        Context { snapshot, date: &date, last_request: false, peer_closed: false, limits: &limits };
     let mut batch = Batch::new();
     let step = serve(input, &ctx, &mut batch);
     let mut out = Vec::new();

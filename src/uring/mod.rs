@@ -25,7 +25,8 @@ use crate::files::{Library, Snapshot};
 use crate::http::date::DateCache;
 use crate::http::{ParseLimits, Status, Version};
 use crate::limits::{
-    CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
+    CQE_BATCH_COUNT, HELD_BUFFERS_PER_CONNECTION_MAX, HELD_BUFFERS_TOTAL_MAX, INPUT_BUFFER_BYTES,
+    RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
 use crate::serve::{self, Context, Shared};
 use crate::Error;
@@ -67,6 +68,9 @@ pub struct Counters {
     pub enobufs: u64,
     /// Accept errors (EMFILE, ENFILE...), each followed by a one-tick back-off.
     pub accept_errors: u64,
+    /// Connections closed for holding more receive buffers than their share while not
+    /// reading their responses.
+    pub overruns: u64,
 }
 
 /// One thread's engine. Field order matters: `ring` is declared first so it is dropped first,
@@ -78,6 +82,15 @@ pub struct Worker {
     /// Per receive buffer: the next buffer held by the same connection, and the byte count.
     held_next: Box<[u16]>,
     held_len: Box<[u32]>,
+    /// Per held buffer: where its unused bytes start (after request-body bytes skipped).
+    held_from: Box<[u16]>,
+    /// Receive buffers held by all connections (at most `HELD_BUFFERS_TOTAL_MAX`).
+    held_total: u32,
+    /// Connections whose recv ended with ENOBUFS, re-armed at the end of the loop turn (so an
+    /// empty buffer ring can never make us re-arm and fail in a loop); `starved_spare` is the
+    /// second list swapped in while one is walked, so neither allocates after warm-up.
+    starved: Vec<(u32, u32)>,
+    starved_spare: Vec<(u32, u32)>,
     inputs: Pool<Input>,
     batches: Pool<Batch>,
     pipes: Pipes,
@@ -140,6 +153,10 @@ impl Worker {
             slots: Slots::new(config.max_connections),
             held_next: vec![NO_BUFFER; usize::from(RECV_BUFFER_COUNT)].into_boxed_slice(),
             held_len: vec![0; usize::from(RECV_BUFFER_COUNT)].into_boxed_slice(),
+            held_from: vec![0; usize::from(RECV_BUFFER_COUNT)].into_boxed_slice(),
+            held_total: 0,
+            starved: Vec::new(),
+            starved_spare: Vec::new(),
             inputs: Pool::new(|| Box::new([0u8; INPUT_BUFFER_BYTES])),
             batches: Pool::new(Batch::new),
             pipes: Pipes::default(),
@@ -197,6 +214,7 @@ impl Worker {
             for &(user_data, result, flags) in &completions {
                 self.dispatch(user_data, result, flags);
             }
+            self.rearm_starved();
             if self.draining_until.is_some() && self.slots.live() == 0 {
                 return Ok(self.counters);
             }
@@ -221,8 +239,14 @@ impl Worker {
         match token.op {
             Op::Accept => self.on_accept(result, flags),
             Op::Recv => self.on_recv(token, result, flags),
-            Op::Send => self.on_send(token, result),
-            Op::Fill => self.on_fill(token, result),
+            Op::Send => {
+                self.on_send(token, result);
+                self.settle_current(token);
+            }
+            Op::Fill => {
+                self.on_fill(token, result);
+                self.settle_current(token);
+            }
             Op::Close | Op::Cancel | Op::Shutdown => self.on_other(token),
             Op::Tick => self.on_tick(),
             Op::Wake => self.on_wake(result),
@@ -274,7 +298,7 @@ impl Worker {
         let entry =
             opcode::RecvMulti::new(fixed(slot.fd), BUFFER_GROUP).build().user_data(token.pack());
         slot.recv_armed = true;
-        slot.recv_paused = false;
+        slot.recv_cancelling = false;
         // SAFETY: the recv names a buffer group, not a buffer: the kernel picks buffers from
         // `bufs`, which outlives the ring.
         unsafe { ring::push(&mut self.ring, &entry) };
@@ -473,37 +497,103 @@ impl Worker {
                 Phase::Lingering | Phase::Closing | Phase::Free => self.bufs.give_back(bid),
             },
             (0, _) => self.on_eof(token.slot),
-            (e, _) if e == -libc::ENOBUFS => self.counters.enobufs += 1,
+            (e, _) if e == -libc::ENOBUFS => {
+                // The buffer ring ran dry. Re-arming now would fail the same way, in a loop:
+                // wait for the end of this turn, when the buffers in hand are back.
+                self.counters.enobufs += 1;
+                let slot = self.slots.get(token.slot);
+                if !slot.starved {
+                    slot.starved = true;
+                    self.starved.push((token.slot, token.generation));
+                }
+            }
             (e, _) if e == -libc::ECANCELED => {}
             _ => self.begin_close(token.slot),
         }
-        let slot = self.slots.get(token.slot);
-        let wants_recv = matches!(slot.phase, Phase::Open | Phase::Lingering);
-        if wants_recv && !slot.recv_armed && !slot.recv_paused && !slot.eof {
-            self.arm_recv(token.slot);
-        }
+        self.settle_recv(token.slot);
         self.finish_close(token.slot);
     }
 
-    /// The client closed its side. Answer what is already queued, then close.
+    /// Arms the connection's recv if it wants one and has none. The one place that decides,
+    /// called after every completion that concerns the connection (recv, send, fill, cancel,
+    /// shutdown), so no order of completions can leave a connection that should receive with
+    /// no recv armed.
+    fn settle_recv(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if slot.recv_armed || slot.eof || slot.starved {
+            return;
+        }
+        let wants = match slot.phase {
+            // Not while its input is backed up behind unsent responses: then TCP's window
+            // holds the client back, not our memory.
+            Phase::Open => {
+                !slot.session.closing
+                    && slot.held_head == NO_BUFFER
+                    && slot.input_len as usize <= INPUT_BUFFER_BYTES / 2
+            }
+            Phase::Lingering => true,
+            Phase::Closing | Phase::Free => false,
+        };
+        if wants {
+            self.arm_recv(index);
+        }
+    }
+
+    /// Re-arms the receives that ran out of buffers during this turn: their buffers have been
+    /// given back by now, and are published before the next submission.
+    fn rearm_starved(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.starved, &mut self.starved_spare);
+        let mut waiting = std::mem::take(&mut self.starved_spare);
+        for &(index, generation) in &waiting {
+            if let Some(slot) = self.slots.current(index, generation) {
+                slot.starved = false;
+                self.settle_recv(index);
+            }
+        }
+        waiting.clear();
+        self.starved_spare = waiting;
+    }
+
+    /// The client closed its sending side: answer every complete request it sent (the last
+    /// one with `Connection: close`), then close.
     fn on_eof(&mut self, index: u32) {
         let slot = self.slots.get(index);
         slot.eof = true; // nothing more will come: never re-arm
+        slot.session.peer_closed = true;
         match slot.phase {
-            Phase::Open if slot.sending => slot.session.closing = true,
-            Phase::Open | Phase::Lingering => self.begin_close(index),
+            Phase::Open => {
+                self.drain_input(index);
+                self.after_progress(index);
+            }
+            Phase::Lingering => self.begin_close(index),
             Phase::Closing | Phase::Free => {}
         }
     }
 
     fn on_data(&mut self, index: u32, bid: u16, len: usize) {
         let slot = self.slots.get(index);
-        let fast = slot.input.is_none() && slot.held_head == NO_BUFFER && !slot.sending;
-        if fast {
-            let data = self.bufs.data(bid, len);
+        let next_in_stream = slot.input.is_none() && slot.held_head == NO_BUFFER;
+        // Request-body bytes next in the stream are dropped on arrival, even while a send is
+        // in flight: a large upload never fills the input or holds receive buffers.
+        let mut from = 0;
+        if next_in_stream && slot.session.skip_bytes > 0 {
+            let skip = slot.session.skip_bytes.min(len as u64);
+            slot.session.skip_bytes -= skip;
+            from = skip as usize;
+            if from == len {
+                self.bufs.give_back(bid);
+                self.after_progress(index);
+                return;
+            }
+        }
+        if next_in_stream && !slot.sending {
+            let data = &self.bufs.data(bid, len)[from..];
             let shared = Shared {
                 snapshot: &self.snapshot,
-                date: self.date.bytes(),
+                date: &self.date,
                 limits: &self.limits,
                 keepalive_requests: self.keepalive_requests,
             };
@@ -519,7 +609,7 @@ impl Worker {
             }
             self.bufs.give_back(bid);
         } else {
-            self.absorb(index, bid, len);
+            self.absorb(index, bid, from, len);
             self.drain_input(index);
         }
         self.after_progress(index);
@@ -529,58 +619,74 @@ impl Worker {
     /// (the client pipelines faster than it reads responses), holds the receive buffer and
     /// stops receiving until the backlog drains. Completions already in the CQ when the recv
     /// is cancelled are held too, in arrival order: no byte is dropped.
-    fn absorb(&mut self, index: u32, bid: u16, len: usize) {
+    fn absorb(&mut self, index: u32, bid: u16, from: usize, len: usize) {
         let slot = self.slots.get(index);
         let input_len = slot.input_len as usize;
-        if slot.held_head != NO_BUFFER || input_len + len > INPUT_BUFFER_BYTES {
+        if slot.held_head != NO_BUFFER || input_len + len - from > INPUT_BUFFER_BYTES {
+            if slot.held_count >= HELD_BUFFERS_PER_CONNECTION_MAX
+                || self.held_total >= HELD_BUFFERS_TOTAL_MAX
+            {
+                // More than the receive window lets through after a cancel: never let one
+                // client take the buffers everyone else needs.
+                self.counters.overruns += 1;
+                self.bufs.give_back(bid);
+                self.begin_close(index);
+                return;
+            }
+            slot.held_count += 1;
+            self.held_total += 1;
             self.held_next[usize::from(bid)] = NO_BUFFER;
             self.held_len[usize::from(bid)] = len as u32;
+            self.held_from[usize::from(bid)] = from as u16;
             if slot.held_tail == NO_BUFFER {
                 slot.held_head = bid;
             } else {
                 self.held_next[usize::from(slot.held_tail)] = bid;
             }
             slot.held_tail = bid;
-            let cancel = slot.recv_armed && !slot.recv_paused;
-            slot.recv_paused = true;
+            let cancel = slot.recv_armed && !slot.recv_cancelling;
             if cancel {
+                slot.recv_cancelling = true;
                 let recv = Token { op: Op::Recv, generation: slot.generation, slot: index };
                 self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(recv.pack()).build());
             }
             return;
         }
-        self.copy_to_input(index, bid, len);
+        self.copy_to_input(index, bid, from, len);
     }
 
     /// Appends a receive buffer's bytes to the slot's input (the caller checked the room) and
     /// gives the buffer back.
-    fn copy_to_input(&mut self, index: u32, bid: u16, len: usize) {
+    fn copy_to_input(&mut self, index: u32, bid: u16, from: usize, len: usize) {
         let slot = self.slots.get(index);
         let input_len = slot.input_len as usize;
-        debug_assert!(input_len + len <= INPUT_BUFFER_BYTES);
+        let data = &self.bufs.data(bid, len)[from..];
+        debug_assert!(input_len + data.len() <= INPUT_BUFFER_BYTES);
         let input_index = *slot.input.get_or_insert_with(|| self.inputs.take());
-        slot.input_len += len as u32;
-        let data = self.bufs.data(bid, len);
-        self.inputs.get(input_index)[input_len..input_len + len].copy_from_slice(data);
+        slot.input_len += data.len() as u32;
+        self.inputs.get(input_index)[input_len..input_len + data.len()].copy_from_slice(data);
         self.bufs.give_back(bid);
     }
 
     /// Removes the first held buffer if it fits behind the pending input.
-    fn pop_held_if_fits(&mut self, index: u32) -> Option<(u16, usize)> {
+    fn pop_held_if_fits(&mut self, index: u32) -> Option<(u16, usize, usize)> {
         let slot = self.slots.get(index);
         let bid = slot.held_head;
         if bid == NO_BUFFER {
             return None;
         }
         let len = self.held_len[usize::from(bid)] as usize;
-        if slot.input_len as usize + len > INPUT_BUFFER_BYTES {
+        let from = usize::from(self.held_from[usize::from(bid)]);
+        if slot.input_len as usize + len - from > INPUT_BUFFER_BYTES {
             return None;
         }
         slot.held_head = self.held_next[usize::from(bid)];
         if slot.held_head == NO_BUFFER {
             slot.held_tail = NO_BUFFER;
         }
-        Some((bid, len))
+        slot.held_count -= 1;
+        self.held_total -= 1;
+        Some((bid, from, len))
     }
 
     /// Serves from the input buffer until it is empty, the batch is full, or a send is needed.
@@ -595,7 +701,7 @@ impl Worker {
                 let input = self.inputs.get(input_index);
                 let shared = Shared {
                     snapshot: &self.snapshot,
-                    date: self.date.bytes(),
+                    date: &self.date,
                     limits: &self.limits,
                     keepalive_requests: self.keepalive_requests,
                 };
@@ -610,10 +716,10 @@ impl Worker {
                 }
             }
             // Move held buffers into the input; if none fits, a send must drain it first.
-            let Some((bid, len)) = self.pop_held_if_fits(index) else { return };
-            self.copy_to_input(index, bid, len);
-            while let Some((bid, len)) = self.pop_held_if_fits(index) {
-                self.copy_to_input(index, bid, len);
+            let Some((bid, from, len)) = self.pop_held_if_fits(index) else { return };
+            self.copy_to_input(index, bid, from, len);
+            while let Some((bid, from, len)) = self.pop_held_if_fits(index) {
+                self.copy_to_input(index, bid, from, len);
             }
         }
     }
@@ -625,21 +731,20 @@ impl Worker {
         if slot.phase != Phase::Open {
             return;
         }
-        let resume = slot.recv_paused
-            && slot.held_head == NO_BUFFER
-            && !slot.recv_armed
-            && slot.other_ops == 0
-            && !slot.session.closing
-            && (slot.input_len as usize) < INPUT_BUFFER_BYTES / 2;
-        if resume && !slot.eof {
-            self.arm_recv(index);
-        }
-        let slot = self.slots.get(index);
         if slot.sending {
             return; // flush armed the send timer
         }
+        if slot.eof {
+            // Everything the client sent is answered and sent; what is left is at most part
+            // of a request that can never complete.
+            self.begin_close(index);
+            return;
+        }
+        // The header timer runs from a head's first byte and is never extended (slow
+        // headers); the idle timer is, by every byte of a request body being skipped.
         let timer = if slot.input.is_some() { Timer::Header } else { Timer::Idle };
-        if slot.timer != timer {
+        let body_arriving = timer == Timer::Idle && slot.session.skip_bytes > 0;
+        if slot.timer != timer || body_arriving {
             let ticks = if timer == Timer::Header { self.ticks.header } else { self.ticks.idle };
             self.slots.arm(index, timer, self.now + ticks);
         }
@@ -754,7 +859,15 @@ impl Worker {
             return;
         };
         slot.other_ops -= 1;
+        self.settle_recv(token.slot);
         self.finish_close(token.slot);
+    }
+
+    /// `settle_recv` for the connection a completion was for, if it is still open.
+    fn settle_current(&mut self, token: Token) {
+        if self.slots.current(token.slot, token.generation).is_some() {
+            self.settle_recv(token.slot);
+        }
     }
 
     // ---- closing -----------------------------------------------------------------------
@@ -769,11 +882,10 @@ impl Worker {
         }
         slot.phase = Phase::Lingering;
         let fd = slot.fd;
-        let resume = !slot.recv_armed;
         self.drop_input(index);
-        if resume {
-            self.arm_recv(index); // receiving was paused: drain (and discard) what is left
-        }
+        // Receiving may have been stopped (input full): drain and discard what is left. A
+        // recv still being cancelled is re-armed when its last completion arrives.
+        self.settle_recv(index);
         self.push_slot_op(
             index,
             Op::Shutdown,
@@ -823,6 +935,8 @@ impl Worker {
             if slot.held_head == NO_BUFFER {
                 slot.held_tail = NO_BUFFER;
             }
+            slot.held_count -= 1;
+            self.held_total -= 1;
             self.bufs.give_back(bid);
         }
     }
@@ -905,8 +1019,9 @@ impl Worker {
         slot.session.closing = true;
         let ctx = Context {
             snapshot: &self.snapshot,
-            date: self.date.bytes(),
+            date: &self.date,
             last_request: true,
+            peer_closed: false,
             limits: &self.limits,
         };
         let batch = self.batches.get(batch_index);

@@ -79,8 +79,11 @@ pub struct Slot {
     pub phase: Phase,
     /// A multishot recv is armed (its final completion has not arrived).
     pub recv_armed: bool,
-    /// Recv was stopped on purpose (input buffer full); re-arm once input drains.
-    pub recv_paused: bool,
+    /// A cancel of the recv is in flight (input full: stop receiving); the recv's last
+    /// completion clears `recv_armed`.
+    pub recv_cancelling: bool,
+    /// The recv ended with ENOBUFS: re-armed on the next loop turn, once buffers came back.
+    pub starved: bool,
     /// The client closed its side (recv returned 0): never re-arm recv.
     pub eof: bool,
     /// A sendmsg is in flight.
@@ -99,6 +102,8 @@ pub struct Slot {
     /// through the worker's per-buffer `held_next`), or `NO_BUFFER`.
     pub held_head: u16,
     pub held_tail: u16,
+    /// Number of held buffers (at most `HELD_BUFFERS_PER_CONNECTION_MAX`).
+    pub held_count: u16,
     /// Index of the batch being filled or sent, if any.
     pub batch: Option<u32>,
     /// Index of the pipe lent for splicing a large body, if any.
@@ -120,7 +125,8 @@ impl Slot {
             generation: 0,
             phase: Phase::Free,
             recv_armed: false,
-            recv_paused: false,
+            recv_cancelling: false,
+            starved: false,
             eof: false,
             sending: false,
             other_ops: 0,
@@ -130,6 +136,7 @@ impl Slot {
             input_len: 0,
             held_head: NO_BUFFER,
             held_tail: NO_BUFFER,
+            held_count: 0,
             batch: None,
             pipe: None,
             splice_stage: SpliceStage::None,

@@ -12,6 +12,8 @@
 //! - `limits`: every timeout and limit, with small flag values.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
 //! - `engines`: one conformance run against each engine (io_uring and blocking).
+//! - `hostile`: clients that never read, truncated and growing files, bodies and half-closes
+//!   in a burst, descriptors running out, a busy port; every engine.
 //! - `browser`: headless Chromium loads the demo page and decodes the image.
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
 //!   strict parsing statuses.
@@ -19,6 +21,7 @@
 mod basics;
 mod browser;
 mod engines;
+mod hostile;
 mod large;
 mod lifecycle;
 mod limits;

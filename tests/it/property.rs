@@ -184,7 +184,8 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
     property_root(dir.path());
     let snapshot = Arc::new(Snapshot::scan(&dir.path().canonicalize().unwrap()).unwrap());
     let limits = ParseLimits::default();
-    let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
+    let mut date = ringserve::http::date::DateCache::new();
+    date.refresh(std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777));
     let shared =
         Shared { snapshot: &snapshot, date: &date, limits: &limits, keepalive_requests: 50 };
     let mut batch = Batch::new();

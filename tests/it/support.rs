@@ -14,6 +14,7 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub banner: String,
+    root: PathBuf,
     _root: Option<tempfile::TempDir>,
 }
 
@@ -21,7 +22,8 @@ impl Server {
     /// Serves `root` with extra flags.
     pub fn start_at(root: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringserve"))
-            .args(["--addr", "127.0.0.1:0", "--root"])
+            .args(if extra.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] })
+            .arg("--root")
             .arg(root)
             .args(if extra.contains(&"--threads") { &[][..] } else { &["--threads", "2"][..] })
             .args(extra)
@@ -37,7 +39,7 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in banner {banner:?}"));
         let addr = url.trim_start_matches("http://").trim_end_matches('/').parse().expect("addr");
-        Server { child, addr, banner, _root: None }
+        Server { child, addr, banner, root: root.to_path_buf(), _root: None }
     }
 
     /// Serves a fresh temporary root filled by `fill`.
@@ -74,6 +76,11 @@ impl Server {
         // SAFETY: kill with a pid of a child we have not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("wait")
+    }
+
+    /// The directory served.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The server's process id.
