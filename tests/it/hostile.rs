@@ -254,13 +254,14 @@ fn a_growing_file_never_breaks_framing() {
 /// from the snapshot and answered 404 until a later rescan.
 #[test]
 fn out_of_descriptors_during_a_rescan_keeps_files_served() {
+    const CHANGED: [&str; 3] = ["x.bin", "y.bin", "z.bin"];
     for flags in ENGINES {
         let mut args = vec!["--watch-interval", "100", "--threads", "1"];
         args.extend_from_slice(flags);
         let server = Server::start(
             |root| {
                 demo_root(root);
-                for name in ["x.bin", "y.bin"] {
+                for name in CHANGED {
                     std::fs::write(root.join(name), pseudo_random_bytes(20 << 10, 1)).unwrap();
                 }
             },
@@ -272,7 +273,8 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
         writer.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         assert_eq!(read_response(&mut reader, false).status, 200);
         // Leave the server one free descriptor (none but the connection's own for the
-        // blocking engine): re-opening two changed files must fail for one of them.
+        // blocking engine): the rescan's directory read gets it, and re-opening the changed
+        // files must then fail for all but one of them.
         let pid = server.pid() as libc::pid_t;
         let open = fd_count(server.pid()) as libc::rlim_t;
         let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -284,11 +286,21 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
         // SAFETY: prlimit reads `tight`, a live local.
         let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
         assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
-        for name in ["x.bin", "y.bin"] {
-            std::fs::write(server.root().join(name), pseudo_random_bytes(21 << 10, 2)).unwrap();
+        // New versions land by rename, all at once for the watcher (100 ms between rescans).
+        let staging = tempfile::tempdir().unwrap();
+        for name in CHANGED {
+            std::fs::write(staging.path().join(name), pseudo_random_bytes(21 << 10, 2)).unwrap();
+        }
+        for name in CHANGED {
+            std::fs::copy(staging.path().join(name), server.root().join(format!(".{name}")))
+                .unwrap();
+        }
+        for name in CHANGED {
+            let hidden = server.root().join(format!(".{name}"));
+            std::fs::rename(hidden, server.root().join(name)).unwrap();
         }
         std::thread::sleep(Duration::from_millis(600));
-        for name in ["x.bin", "y.bin"] {
+        for name in CHANGED {
             writer
                 .write_all(format!("GET /{name} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
                 .unwrap();
@@ -299,7 +311,7 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
         let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &saved, std::ptr::null_mut()) };
         assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
         std::thread::sleep(Duration::from_millis(600));
-        for name in ["x.bin", "y.bin"] {
+        for name in CHANGED {
             writer
                 .write_all(format!("GET /{name} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
                 .unwrap();
