@@ -35,9 +35,11 @@ pub const RECV_BUFFER_COUNT: u16 = 2048;
 pub const RECV_WINDOW_BYTES: usize = 16 * KIB;
 
 /// Receive buffers one connection may hold beyond its input buffer while it does not read its
-/// responses (see "Backpressure" in ARCHITECTURE.md): with the receive window above, more than
-/// this never arrives after receiving is cancelled. A connection that still overruns it is
-/// closed, so buffers are always there for other connections.
+/// responses (see "Backpressure" in ARCHITECTURE.md). On Linux 6.17+ each multishot recv is
+/// limited to what the input buffer can take, so nothing is ever held; on older kernels a recv
+/// keeps taking buffers until its cancel lands, and a connection that overruns this many is
+/// closed, so buffers are always there for other connections (measured: 300 clients that
+/// never read, 0 overruns with the limit, 299 without it).
 pub const HELD_BUFFERS_PER_CONNECTION_MAX: u16 = 8;
 
 /// Receive buffers all connections of a worker may hold at once: a quarter of the ring, so

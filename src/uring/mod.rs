@@ -113,6 +113,9 @@ pub struct Worker {
     now: u64,
     accept_armed: bool,
     accept_backoff: bool,
+    /// The kernel bounds each multishot recv by bytes (`ring::with_total_limit`, 6.17+);
+    /// cleared the first time it refuses that with EINVAL.
+    recv_limit: bool,
     /// Tick by which a graceful shutdown gives up on in-flight responses.
     draining_until: Option<u64>,
     counters: Counters,
@@ -182,6 +185,8 @@ impl Worker {
             now: 0,
             accept_armed: false,
             accept_backoff: false,
+            // The environment switch exercises the pre-6.17 path (held-buffer caps) in tests.
+            recv_limit: std::env::var_os("RINGSERVE_NO_RECV_LIMIT").is_none(),
             draining_until: None,
             counters: Counters::default(),
         })
@@ -295,8 +300,15 @@ impl Worker {
     fn arm_recv(&mut self, index: u32) {
         let slot = self.slots.get(index);
         let token = Token { op: Op::Recv, generation: slot.generation, slot: index };
-        let entry =
-            opcode::RecvMulti::new(fixed(slot.fd), BUFFER_GROUP).build().user_data(token.pack());
+        let mut entry = opcode::RecvMulti::new(fixed(slot.fd), BUFFER_GROUP).build();
+        if self.recv_limit {
+            // No more than the input buffer can still take: then whatever the kernel receives
+            // before we look fits in it, nothing is ever held, and once the input is full the
+            // recv simply ends and TCP's window holds the client back.
+            let room = INPUT_BUFFER_BYTES - slot.input_len as usize;
+            entry = ring::with_total_limit(entry, room.max(RECV_BUFFER_BYTES) as u32);
+        }
+        let entry = entry.user_data(token.pack());
         slot.recv_armed = true;
         slot.recv_cancelling = false;
         // SAFETY: the recv names a buffer group, not a buffer: the kernel picks buffers from
@@ -508,6 +520,9 @@ impl Worker {
                 }
             }
             (e, _) if e == -libc::ECANCELED => {}
+            // A kernel older than 6.17 refuses the byte limit: re-arm without it (below);
+            // the held-buffer caps in `absorb` bound what a connection takes instead.
+            (e, _) if e == -libc::EINVAL && self.recv_limit => self.recv_limit = false,
             _ => self.begin_close(token.slot),
         }
         self.settle_recv(token.slot);

@@ -123,3 +123,24 @@ fn submit_full(ring: &mut IoUring) {
         }
     }
 }
+
+/// Byte offset of the `optlen` field (a union with `file_index` and `splice_fd_in`) in a
+/// submission entry: kernel ABI, the same on every architecture.
+const SQE_OPTLEN_OFFSET: usize = 44;
+
+/// A multishot recv that ends by itself (its last completion without IORING_CQE_F_MORE) once
+/// it has received `bytes`: the kernel's own bound on what one connection takes from the
+/// buffer ring before we look (Linux 6.17+, `sqe->optlen`). Without it, a multishot recv keeps
+/// filling buffers until a cancel arrives, and a client that never reads its responses could
+/// take any number of them. Older kernels refuse a non-zero field with EINVAL (it was
+/// `file_index`, which recv rejected); the worker then re-arms without it.
+pub fn with_total_limit(entry: squeue::Entry, bytes: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`, built from
+    // an all-zero entry, so every byte is initialized and any byte pattern is a valid entry
+    // for the kernel to judge.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&bytes.to_ne_bytes());
+    // SAFETY: as above, in the other direction.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}

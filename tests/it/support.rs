@@ -21,7 +21,13 @@ pub struct Server {
 impl Server {
     /// Serves `root` with extra flags.
     pub fn start_at(root: &Path, extra: &[&str]) -> Server {
+        Server::start_at_env(root, extra, &[])
+    }
+
+    /// Serves `root` with extra flags and environment variables.
+    pub fn start_at_env(root: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringserve"))
+            .envs(envs.iter().copied())
             .args(if extra.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] })
             .arg("--root")
             .arg(root)
@@ -44,9 +50,14 @@ impl Server {
 
     /// Serves a fresh temporary root filled by `fill`.
     pub fn start(fill: impl FnOnce(&Path), extra: &[&str]) -> Server {
+        Server::start_env(fill, extra, &[])
+    }
+
+    /// Serves a fresh temporary root filled by `fill`, with environment variables.
+    pub fn start_env(fill: impl FnOnce(&Path), extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         fill(dir.path());
-        let mut server = Server::start_at(dir.path(), extra);
+        let mut server = Server::start_at_env(dir.path(), extra, envs);
         server._root = Some(dir);
         server
     }
