@@ -7,6 +7,9 @@
 //! - `pipelining`: many requests per write, requests split over many reads, bodies skipped.
 //! - `property`: seeded random and mutated requests, in-process and over TCP.
 //! - `soak`: concurrent mixed load checked byte-exact; no descriptor or memory left behind.
+//! - `adversarial`: a seeded random mix of hostile clients (bursts, bodies, half-closes,
+//!   resets, slow and non-readers, idlers) while files churn, per engine; every response
+//!   checked against the versions its file had.
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `lifecycle`: files changing under the server, graceful shutdown.
 //! - `limits`: every timeout and limit, with small flag values.
@@ -18,6 +21,7 @@
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
 //!   strict parsing statuses.
 
+mod adversarial;
 mod basics;
 mod browser;
 mod engines;

@@ -64,22 +64,31 @@ impl Server {
 
     /// A connected client with read/write timeouts.
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream
+        self.try_connect().expect("connect")
+    }
+
+    /// `connect`, for callers that report a refused connection (a dead server) themselves.
+    pub fn try_connect(&self) -> std::io::Result<TcpStream> {
+        let stream = TcpStream::connect(self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS)))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// A client with a 4 KiB receive buffer, so an unread response backs up into the server.
     pub fn connect_slow_reader(&self) -> TcpStream {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.connect(&self.addr.into()).unwrap();
+        self.try_connect_slow_reader().expect("connect a slow reader")
+    }
+
+    /// `connect_slow_reader`, for callers that report a refused connection themselves.
+    pub fn try_connect_slow_reader(&self) -> std::io::Result<TcpStream> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.set_recv_buffer_size(4096)?;
+        socket.connect(&self.addr.into())?;
         let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
-        stream
+        stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS)))?;
+        Ok(stream)
     }
 
     /// Sends SIGTERM and returns the exit status.
@@ -101,7 +110,12 @@ impl Server {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
+        self.exit_status().is_none()
+    }
+
+    /// How the process ended, if it has (a crash shows as its signal, e.g. SIGBUS).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 }
 
