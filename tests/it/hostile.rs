@@ -405,15 +405,23 @@ fn expect_continue_with_a_body_is_answered_and_closed() {
 /// The 301 that adds a directory's slash keeps the query, as nginx does.
 #[test]
 fn directory_redirect_keeps_the_query() {
-    let server = Server::start(demo_root, &[]);
-    let r = get(&server, "GET /sub?x=1&y=%20 HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!((r.status, r.header("location")), (301, Some("/sub/?x=1&y=%20")));
+    for flags in ENGINES {
+        let server = Server::start(demo_root, flags);
+        let r = get(&server, "GET /sub?x=1&y=%20 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((r.status, r.header("location")), (301, Some("/sub/?x=1&y=%20")), "{flags:?}");
+    }
 }
 
 /// `If-Modified-Since` later than the server's clock is invalid and ignored: 200, not 304.
 #[test]
 fn if_modified_since_in_the_future_is_ignored() {
-    let server = Server::start(demo_root, &[]);
+    for flags in ENGINES {
+        if_modified_since_in_the_future_is_ignored_by(flags);
+    }
+}
+
+fn if_modified_since_in_the_future_is_ignored_by(flags: &[&str]) {
+    let server = Server::start(demo_root, flags);
     let r = get(
         &server,
         "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n",
