@@ -19,7 +19,7 @@ fn start(root: &std::path::Path, engine: Engine) -> Server {
     config.engine = engine;
     config.threads = 1;
     config.keepalive_requests = u32::MAX;
-    config.watch_interval = None;
+    config.cache.revalidate_ms = None;
     Server::start(&config).expect("server starts")
 }
 

@@ -35,7 +35,7 @@ port=18090
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 taskset -c 0 target/release/ringserve --root target/compare/root --threads 1 \
-    --addr "127.0.0.1:$port" --keepalive-requests 100000000 --watch-interval 0 >/dev/null &
+    --addr "127.0.0.1:$port" --keepalive-requests 100000000 --warm --revalidate-interval 0 >/dev/null &
 server=$!
 sleep 0.5
 

@@ -3,14 +3,14 @@
 //! one `sendmsg` and no body byte is copied in user space unless it is tiny and owned.
 //!
 //! **Invariants:** every iovec points either into `heads` (owned, never reallocated) or into a
-//! file mapping owned by `snapshot`; both live until `clear`, which the engines call only after
+//! file mapping of an entry in `entries`; both live until `clear`, which the engines call only after
 //! the kernel has finished with the send. Only `Body::Owned` bytes are ever copied here; a
 //! mapped body is only handed to the kernel (iovec or splice), so a file truncated under its
 //! mapping can fail a send but never fault the process.
 
 use std::sync::Arc;
 
-use crate::files::{Body, Snapshot};
+use crate::files::{Body, Entry};
 use crate::http::response::{HeadWriter, Overflow};
 use crate::limits::{BATCH_HEAD_BYTES, BATCH_IOVEC_COUNT, RESPONSE_HEAD_BYTES_MAX};
 
@@ -31,7 +31,7 @@ pub const SPLICE_BODY_BYTES_MIN: usize = 24 * 1024;
 /// A body to splice from a file after the batch's iovecs are sent.
 #[derive(Debug, Clone, Copy)]
 pub struct SpliceBody {
-    /// The file, kept open by the snapshot the batch holds.
+    /// The file, kept open by an entry the batch holds.
     pub fd: std::os::fd::RawFd,
     /// Next file offset to move into the pipe.
     pub offset: u64,
@@ -54,8 +54,10 @@ pub struct Batch {
     iov_next: usize,
     /// Bytes queued and not yet sent.
     remaining_bytes: usize,
-    /// Keeps every mapping that an iovec points into alive.
-    snapshot: Option<Arc<Snapshot>>,
+    /// The entries whose bytes (read or mapped) iovecs point into, kept alive until `clear`
+    /// even if the cache evicts or replaces them meanwhile. Allocated once, at most one per
+    /// response.
+    entries: Vec<Arc<Entry>>,
     /// The message header handed to `sendmsg`; its address must not move while a send is in
     /// flight, so batches are always boxed.
     msg: libc::msghdr,
@@ -74,7 +76,7 @@ impl Batch {
             iov_len: 0,
             iov_next: 0,
             remaining_bytes: 0,
-            snapshot: None,
+            entries: Vec::with_capacity(BATCH_IOVEC_COUNT / 2),
             // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid value
             // (null pointers, zero lengths).
             msg: unsafe { std::mem::zeroed() },
@@ -151,20 +153,23 @@ impl Batch {
         }
     }
 
-    /// Pins the snapshot whose mappings the queued bodies point into. An empty batch follows
-    /// a newer snapshot (a partial request head can leave a batch holding one while the
-    /// watcher publishes the next); a batch with queued responses never spans two.
-    pub fn hold(&mut self, snapshot: &Arc<Snapshot>) {
-        match &self.snapshot {
-            Some(held) if Arc::ptr_eq(held, snapshot) => {}
-            Some(_) if !self.is_empty() => debug_assert!(false, "one snapshot per batch"),
-            _ => self.snapshot = Some(Arc::clone(snapshot)),
+    /// Keeps `entry` alive until the batch is cleared: call before queuing a body that points
+    /// into it. One atomic increment, no allocation (a batch holds at most one entry per
+    /// response, and `has_room` bounds responses by iovecs).
+    pub fn hold(&mut self, entry: &Arc<Entry>) -> Result<(), Overflow> {
+        if self.entries.last().is_some_and(|last| Arc::ptr_eq(last, entry)) {
+            return Ok(());
         }
+        if self.entries.len() == self.entries.capacity() {
+            return Err(Overflow);
+        }
+        self.entries.push(Arc::clone(entry));
+        Ok(())
     }
 
     /// Queues one response: a head written by `write`, then `body`, memory the server owns
-    /// that lives in the held snapshot or is `'static` (small bodies are copied behind the
-    /// head). Nothing is queued if the head does not fit.
+    /// that lives in a held entry or is `'static` (small bodies are copied behind the head).
+    /// Nothing is queued if the head does not fit.
     pub fn push(
         &mut self,
         write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,
@@ -242,13 +247,13 @@ impl Batch {
         self.remaining_bytes
     }
 
-    /// Empties the batch and releases the snapshot. Call only when no send is in flight.
+    /// Empties the batch and releases the entries. Call only when no send is in flight.
     pub fn clear(&mut self) {
         self.heads_len = 0;
         self.iov_len = 0;
         self.iov_next = 0;
         self.remaining_bytes = 0;
-        self.snapshot = None;
+        self.entries.clear();
         self.splice = None;
     }
 }

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::files::{Library, Snapshot};
+use crate::files::FileCache;
 use crate::http::date::DateCache;
 use crate::http::{ParseLimits, Status, Version};
 use crate::limits::{INPUT_BUFFER_BYTES, LINGER_TIMEOUT_SECS};
-use crate::serve::{self, Context, Session, Shared};
+use crate::serve::{self, KeyBuffer, Session, Shared};
 use crate::uring::Counters;
 
 /// Stack per connection thread: the serving path needs little, and 10,000 connections at the
@@ -55,7 +55,7 @@ pub type EngineThread = JoinHandle<Result<Counters, crate::Error>>;
 pub fn start(
     config: &Config,
     listener: TcpListener,
-    library: Arc<Library>,
+    files: FileCache,
 ) -> std::io::Result<(EngineThread, Arc<Control>)> {
     let control = Arc::new(Control {
         stopping: AtomicBool::new(false),
@@ -64,11 +64,29 @@ pub fn start(
         next_id: AtomicU64::new(0),
     });
     let settings = Arc::new(Settings::from(config));
+    let files = Arc::new(Files { cache: Mutex::new(files), started: Instant::now() });
     let accept_control = Arc::clone(&control);
     let handle = std::thread::Builder::new()
         .name("ringserve-accept".into())
-        .spawn(move || accept_loop(listener, settings, library, accept_control))?;
+        .spawn(move || accept_loop(listener, settings, files, accept_control))?;
     Ok((handle, control))
+}
+
+/// The file cache all connection threads share (a lock per request: this is the simple
+/// baseline), and the clock its freshness is measured by.
+struct Files {
+    cache: Mutex<FileCache>,
+    started: Instant,
+}
+
+impl Files {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FileCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
 }
 
 /// The configuration a connection thread needs.
@@ -97,7 +115,7 @@ impl From<&Config> for Settings {
 fn accept_loop(
     listener: TcpListener,
     settings: Arc<Settings>,
-    library: Arc<Library>,
+    files: Arc<Files>,
     control: Arc<Control>,
 ) -> Result<Counters, crate::Error> {
     let mut counters = Counters::default();
@@ -121,11 +139,11 @@ fn accept_loop(
         counters.accepted += 1;
         let id = control.next_id.fetch_add(1, Ordering::Relaxed);
         control.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stream.as_raw_fd());
-        let (settings, library, conn_control) =
-            (Arc::clone(&settings), Arc::clone(&library), Arc::clone(&control));
+        let (settings, files, conn_control) =
+            (Arc::clone(&settings), Arc::clone(&files), Arc::clone(&control));
         let spawned =
             std::thread::Builder::new().stack_size(CONNECTION_STACK_BYTES).spawn(move || {
-                Connection::new(stream, &settings, library).run();
+                Connection::new(stream, &settings, files).run();
                 conn_control.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             });
         match spawned {
@@ -139,6 +157,7 @@ fn accept_loop(
     for thread in threads {
         let _ = thread.join();
     }
+    counters.add_cache(files.lock().counters());
     Ok(counters)
 }
 
@@ -146,9 +165,7 @@ fn accept_loop(
 struct Connection<'s> {
     stream: TcpStream,
     settings: &'s Settings,
-    library: Arc<Library>,
-    snapshot: Arc<Snapshot>,
-    snapshot_generation: u64,
+    files: Arc<Files>,
     date: DateCache,
     input: Box<[u8]>,
     input_len: usize,
@@ -157,15 +174,13 @@ struct Connection<'s> {
 }
 
 impl<'s> Connection<'s> {
-    fn new(stream: TcpStream, settings: &'s Settings, library: Arc<Library>) -> Connection<'s> {
+    fn new(stream: TcpStream, settings: &'s Settings, files: Arc<Files>) -> Connection<'s> {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(settings.send_timeout));
         Connection {
             stream,
             settings,
-            snapshot_generation: library.generation(),
-            snapshot: library.snapshot(),
-            library,
+            files,
             date: DateCache::new(),
             input: vec![0u8; INPUT_BUFFER_BYTES].into_boxed_slice(),
             input_len: 0,
@@ -178,15 +193,8 @@ impl<'s> Connection<'s> {
     fn run(mut self) {
         let mut head_started: Option<Instant> = None;
         loop {
-            self.refresh();
-            let shared = Shared {
-                snapshot: &self.snapshot,
-                date: &self.date,
-                limits: &self.settings.limits,
-                keepalive_requests: self.settings.keepalive_requests,
-            };
-            let used =
-                self.session.serve_all(&self.input[..self.input_len], &shared, &mut self.batch);
+            self.date.refresh(SystemTime::now());
+            let used = self.serve_input();
             self.input.copy_within(used..self.input_len, 0);
             self.input_len -= used;
             if !self.batch.is_empty() {
@@ -223,12 +231,35 @@ impl<'s> Connection<'s> {
         }
     }
 
-    fn refresh(&mut self) {
-        self.date.refresh(SystemTime::now());
-        let generation = self.library.generation();
-        if generation != self.snapshot_generation {
-            self.snapshot_generation = generation;
-            self.snapshot = self.library.snapshot();
+    /// Serves what the input holds, filling the cache (with plain system calls, under the
+    /// lock) whenever a request names a path it does not know yet; returns the bytes used.
+    fn serve_input(&mut self) -> usize {
+        let now_ms = self.files.now_ms();
+        let mut used = 0;
+        loop {
+            let mut cache = self.files.lock();
+            let shared = Shared {
+                files: &cache,
+                now_ms,
+                date: &self.date,
+                limits: &self.settings.limits,
+                keepalive_requests: self.settings.keepalive_requests,
+            };
+            let input = &self.input[used..self.input_len];
+            let served = self.session.serve_all(input, &shared, &mut self.batch);
+            used += served.used;
+            if !served.miss {
+                return used;
+            }
+            let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
+            match serve::miss_key(
+                &self.input[used..self.input_len],
+                &self.settings.limits,
+                &mut key,
+            ) {
+                Some(key) => cache.fill(key, now_ms),
+                None => return used, // cannot happen: the miss was for a complete request
+            }
         }
     }
 
@@ -246,7 +277,7 @@ impl<'s> Connection<'s> {
     /// send timeout.
     fn write_batch(&mut self) -> bool {
         while !self.batch.iovecs_sent() {
-            // SAFETY: the msghdr and iovecs point into `self.batch` and the snapshot it holds,
+            // SAFETY: the msghdr and iovecs point into `self.batch` and the entries it holds,
             // both alive and unmodified for the duration of this synchronous call.
             let n = unsafe {
                 libc::sendmsg(self.stream.as_raw_fd(), self.batch.msghdr(), libc::MSG_NOSIGNAL)
@@ -265,7 +296,7 @@ impl<'s> Connection<'s> {
             // the io_uring engine's splice).
             let mut offset = body.offset as libc::off_t;
             // SAFETY: `offset` is a live local; both descriptors are open (the file is owned by
-            // the snapshot the batch holds).
+            // an entry the batch holds).
             let n = unsafe { libc::sendfile(sock, body.fd, &mut offset, body.to_pipe as usize) };
             if n <= 0 {
                 if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
@@ -281,22 +312,9 @@ impl<'s> Connection<'s> {
     }
 
     fn respond_timeout(&mut self) {
-        let ctx = Context {
-            snapshot: &self.snapshot,
-            date: &self.date,
-            last_request: true,
-            peer_closed: false,
-            limits: &self.settings.limits,
-        };
-        if serve::push_error(
-            &mut self.batch,
-            &ctx,
-            Status::RequestTimeout,
-            false,
-            false,
-            Version::Http11,
-        )
-        .is_ok()
+        let status = Status::RequestTimeout;
+        if serve::push_error(&mut self.batch, &self.date, status, false, false, Version::Http11)
+            .is_ok()
             && self.write_batch()
         {
             self.linger();

@@ -65,10 +65,28 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=limits::HEADER_COUNT_MAX as i64))]
     pub max_headers: u32,
 
-    /// Milliseconds between rescans of the root for changed files; 0 serves the start-up
-    /// snapshot forever (for immutable content).
-    #[arg(long, default_value_t = crate::files::RESCAN_INTERVAL_MILLIS, value_name = "MILLIS")]
-    pub watch_interval: u64,
+    /// Milliseconds a cached file (or a cached "not found") is served before it is checked
+    /// again, so changes show within this time; 0 never re-checks (for immutable content).
+    #[arg(long, alias = "watch-interval", default_value_t = limits::REVALIDATE_MILLIS,
+          value_name = "MILLIS", value_parser = clap::value_parser!(u64).range(0..=86_400_000u64))]
+    pub revalidate_interval: u64,
+
+    /// Most paths the file cache holds, for all workers together (files, directories and
+    /// paths that do not exist; each cached file keeps a descriptor open).
+    #[arg(long, default_value_t = limits::CACHE_ENTRIES, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=limits::CACHE_ENTRIES_MAX))]
+    pub cache_entries: u64,
+
+    /// Most memory the file cache holds, in MiB, for all workers together: bodies read into
+    /// memory or mapped, and header fields.
+    #[arg(long, default_value_t = limits::CACHE_MIB, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1u64 << 20))]
+    pub cache_mib: u64,
+
+    /// Walk the root at start-up and fill the cache up to its bounds (for benchmarks and small
+    /// sites); without it, files are found when first requested.
+    #[arg(long)]
+    pub warm: bool,
 
     /// Seconds that SIGINT/SIGTERM waits for in-flight responses before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS",
@@ -120,8 +138,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Request-head limits.
     pub parse_limits: crate::http::ParseLimits,
-    /// Rescan interval; `None` disables the watcher.
-    pub watch_interval: Option<Duration>,
+    /// File cache bounds per worker and freshness.
+    pub cache: crate::files::CacheLimits,
+    /// Fill the cache at start-up.
+    pub warm: bool,
 }
 
 impl Config {
@@ -152,8 +172,13 @@ impl Config {
             keepalive_requests: cli.keepalive_requests,
             max_connections: cli.max_connections,
             shutdown_timeout: Duration::from_secs(cli.shutdown_timeout.into()),
-            watch_interval: (cli.watch_interval > 0)
-                .then(|| Duration::from_millis(cli.watch_interval)),
+            // The bounds are for the whole server; each worker owns its share.
+            cache: crate::files::CacheLimits {
+                entries: (cli.cache_entries as usize / threads).max(1),
+                bytes: ((cli.cache_mib as usize) << 20) / threads,
+                revalidate_ms: (cli.revalidate_interval > 0).then_some(cli.revalidate_interval),
+            },
+            warm: cli.warm,
             parse_limits: crate::http::ParseLimits {
                 head_bytes_max: cli.max_header_bytes as usize,
                 header_count_max: cli.max_headers as usize,

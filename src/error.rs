@@ -13,10 +13,6 @@ pub enum Error {
     Usage(String),
     /// The document root is missing or unreadable.
     Root { path: PathBuf, source: io::Error },
-    /// Scanning or mapping a file under the root failed.
-    Scan { path: PathBuf, source: io::Error },
-    /// The root holds more files than `limits::FILES_MAX`.
-    TooManyFiles { root: PathBuf, max: usize },
     /// The listening socket could not be set up.
     Bind { addr: SocketAddr, source: io::Error },
     /// io_uring is unavailable or lacks a feature ringserve needs.
@@ -31,10 +27,6 @@ impl fmt::Display for Error {
             Error::Usage(msg) => write!(f, "{}", msg.lines().next().unwrap_or("bad usage")),
             Error::Root { path, source } => {
                 write!(f, "cannot serve root {}: {source}", path.display())
-            }
-            Error::Scan { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            Error::TooManyFiles { root, max } => {
-                write!(f, "{} holds more than {max} files; serve a smaller tree", root.display())
             }
             Error::Bind { addr, source } if source.kind() == io::ErrorKind::AddrInUse => write!(
                 f,
@@ -79,11 +71,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Root { source, .. }
-            | Error::Scan { source, .. }
             | Error::Bind { source, .. }
             | Error::Uring { source, .. }
             | Error::Os { source, .. } => Some(source),
-            Error::Usage(_) | Error::TooManyFiles { .. } => None,
+            Error::Usage(_) => None,
         }
     }
 }

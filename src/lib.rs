@@ -4,7 +4,7 @@
 //! - `config`: the CLI and the validated `Config`.
 //! - `limits`: every bound, with units in names and a line on why.
 //! - `http`: sans-I/O HTTP/1.1: request parsing, response heads, the cached Date.
-//! - `files`: the snapshot of the root: mapped files with precomputed header fields, path
+//! - `files`: the on-demand file cache: files read or mapped with precomputed header fields, path
 //!   resolution (the traversal policy), the MIME table.
 //! - `serve`: request bytes in, queued responses out; shared by every engine.
 //! - `batch`: responses queued for one `sendmsg` (heads copied, bodies by reference).

@@ -103,9 +103,23 @@ pub const LINGER_TIMEOUT_SECS: u32 = 5;
 /// `keepalive_requests 1000`), which bounds how long one client can pin a worker's slot.
 pub const KEEPALIVE_REQUESTS_MAX: u32 = 1000;
 
-/// Files under the root that the start-up scan maps. A larger tree is refused with a clear
-/// error rather than mapping without bound.
-pub const FILES_MAX: usize = 100_000;
+/// Default milliseconds a cached answer is used before it is checked again (`statx`): changes
+/// show within this time, and a hot file costs at most two checks a second per worker.
+pub const REVALIDATE_MILLIS: u64 = 500;
+
+/// Default paths the file cache holds (all workers together). Each cached file holds a
+/// descriptor and, above 16 KiB, a mapping: 16,384 stays well inside `vm.max_map_count`
+/// (65,530) and a raised RLIMIT_NOFILE, and covers the hot set of a large site.
+pub const CACHE_ENTRIES: u64 = 16_384;
+
+/// Ceiling of `--cache-entries`. Past the default `vm.max_map_count` (65,530) the kernel
+/// refuses further mappings; such a file is answered 503 and retried, never a crash.
+pub const CACHE_ENTRIES_MAX: u64 = 1 << 20;
+
+/// Default MiB the file cache holds (all workers together): bodies read into memory or mapped,
+/// and header fields. Mapped bodies live in the page cache; counting them keeps the resident
+/// size bounded too.
+pub const CACHE_MIB: u64 = 256;
 
 const _: () = {
     assert!(RECV_BUFFER_COUNT.is_power_of_two());

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::files::resolve::{self, PathBuffer};
-use crate::files::{Body, Entry, Lookup, Snapshot};
+use crate::files::resolve;
+use crate::files::{Body, Entry, FileCache, Lookup};
 use crate::http::date::DateCache;
 use crate::http::fields::{self, Ranges};
 use crate::http::response::{HeadWriter, Overflow};
@@ -19,10 +19,15 @@ const SMALL_PATH_BYTES: usize = 256;
 /// Room `append_index` may need beyond the path itself (`/index.html`).
 const INDEX_SUFFIX_BYTES: usize = 11;
 
+/// Room for any cache key: the longest decoded path plus `/index.html`.
+pub type KeyBuffer = [u8; REQUEST_TARGET_BYTES_MAX + INDEX_SUFFIX_BYTES];
+
 /// What the caller knows that the request bytes do not.
 pub struct Context<'a> {
     /// The files being served.
-    pub snapshot: &'a Arc<Snapshot>,
+    pub files: &'a FileCache,
+    /// The engine's clock for cache freshness, in milliseconds (read once per loop turn).
+    pub now_ms: u64,
     /// The cached Date value, and the current second.
     pub date: &'a DateCache,
     /// This connection has reached its keep-alive request limit with this request.
@@ -37,7 +42,9 @@ pub struct Context<'a> {
 /// What every connection of a worker shares.
 pub struct Shared<'a> {
     /// The files being served.
-    pub snapshot: &'a Arc<Snapshot>,
+    pub files: &'a FileCache,
+    /// The engine's clock for cache freshness, in milliseconds.
+    pub now_ms: u64,
     /// The cached Date value, and the current second.
     pub date: &'a DateCache,
     /// Request-head limits.
@@ -59,15 +66,26 @@ pub struct Session {
     pub peer_closed: bool,
 }
 
+/// What `Session::serve_all` did with its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// Input bytes answered (or skipped as request bodies).
+    pub used: usize,
+    /// The request at `used` names a path the cache must fill first (`miss_key` gives it);
+    /// serve the rest of the input again after the fill.
+    pub miss: bool,
+}
+
 impl Session {
-    /// Serves every complete request at the start of `input` into `batch`; returns the bytes
-    /// used. Stops at a partial head, a full batch, or a response that ends the connection
-    /// (then all input counts as used: nothing after it is answered).
-    pub fn serve_all(&mut self, input: &[u8], shared: &Shared<'_>, batch: &mut Batch) -> usize {
+    /// Serves every complete request at the start of `input` into `batch`. Stops at a partial
+    /// head, a full batch, a cache miss, or a response that ends the connection (then all
+    /// input counts as used: nothing after it is answered).
+    pub fn serve_all(&mut self, input: &[u8], shared: &Shared<'_>, batch: &mut Batch) -> Served {
         let mut pos = 0;
+        let done = |used: usize| Served { used, miss: false };
         loop {
             if self.closing {
-                return input.len();
+                return done(input.len());
             }
             if self.skip_bytes > 0 {
                 let skip = self.skip_bytes.min((input.len() - pos) as u64);
@@ -75,17 +93,19 @@ impl Session {
                 self.skip_bytes -= skip;
             }
             if pos == input.len() {
-                return pos;
+                return done(pos);
             }
             let ctx = Context {
-                snapshot: shared.snapshot,
+                files: shared.files,
+                now_ms: shared.now_ms,
                 date: shared.date,
                 last_request: self.requests + 1 >= shared.keepalive_requests,
                 peer_closed: self.peer_closed,
                 limits: shared.limits,
             };
             match serve(&input[pos..], &ctx, batch) {
-                Step::Partial | Step::Full => return pos,
+                Step::Partial | Step::Full => return done(pos),
+                Step::Miss => return Served { used: pos, miss: true },
                 Step::Responded { consumed, skip_bytes, close } => {
                     pos += consumed;
                     self.requests += 1;
@@ -107,6 +127,9 @@ pub enum Step {
     Partial,
     /// The batch has no room for another response: send it first.
     Full,
+    /// The request names a path the cache does not know (or must re-check): nothing was
+    /// queued; the engine fills the cache (`miss_key`) and serves the request again.
+    Miss,
 }
 
 /// Serves the request at the start of `input` into `batch`.
@@ -114,12 +137,11 @@ pub fn serve(input: &[u8], ctx: &Context<'_>, batch: &mut Batch) -> Step {
     if !batch.has_room() {
         return Step::Full;
     }
-    batch.hold(ctx.snapshot);
     let step = match http::parse(input, ctx.limits) {
         Parsed::Partial => return Step::Partial,
         Parsed::Reject(reject) => {
             let status = status_of(reject);
-            push_error(batch, ctx, status, false, false, Version::Http11)
+            push_error(batch, ctx.date, status, false, false, Version::Http11)
                 .map(|()| Step::Responded { consumed: input.len(), skip_bytes: 0, close: true })
         }
         Parsed::Complete(request) => respond(&request, input.len(), ctx, batch),
@@ -160,53 +182,97 @@ fn respond(
     match req.method {
         Method::Get | Method::Head => {}
         Method::NotAllowed => {
-            push_error(batch, ctx, Status::MethodNotAllowed, keep_alive, head_only, req.version)?;
+            push_error(
+                batch,
+                ctx.date,
+                Status::MethodNotAllowed,
+                keep_alive,
+                head_only,
+                req.version,
+            )?;
             return Ok(done(!keep_alive));
         }
         Method::Unknown => {
-            push_error(batch, ctx, Status::NotImplemented, keep_alive, head_only, req.version)?;
+            push_error(
+                batch,
+                ctx.date,
+                Status::NotImplemented,
+                keep_alive,
+                head_only,
+                req.version,
+            )?;
             return Ok(done(!keep_alive));
         }
     }
     // Typical paths resolve in a small stack buffer; zeroing the full-size one for every
     // request showed up as memset in profiles.
     let mut small = [0u8; SMALL_PATH_BYTES];
-    let mut large: PathBuffer;
-    let path: &mut [u8] = if req.path.len() + INDEX_SUFFIX_BYTES <= small.len() {
+    let mut large: KeyBuffer;
+    let buf: &mut [u8] = if req.path.len() + INDEX_SUFFIX_BYTES <= small.len() {
         &mut small
     } else {
-        large = [0u8; REQUEST_TARGET_BYTES_MAX];
+        large = [0u8; REQUEST_TARGET_BYTES_MAX + INDEX_SUFFIX_BYTES];
         &mut large
     };
-    let Ok(resolved) = resolve::resolve(req.path, path) else {
-        push_error(batch, ctx, Status::BadRequest, false, head_only, req.version)?;
+    let Ok((key, trailing_slash)) = key_of(req.path, buf) else {
+        push_error(batch, ctx.date, Status::BadRequest, false, head_only, req.version)?;
         return Ok(done(true));
     };
-    let rel_len =
-        if resolved.trailing_slash { append_index(path, resolved.len) } else { Some(resolved.len) };
-    let lookup = match rel_len {
-        Some(len) => ctx.snapshot.lookup(&path[..len]),
-        None => Lookup::Missing,
+    let status = match ctx.files.get(key, ctx.now_ms) {
+        Lookup::Unknown => return Ok(Step::Miss),
+        Lookup::File(entry) => {
+            respond_file(req, ctx, batch, entry, keep_alive)?;
+            return Ok(done(!keep_alive));
+        }
+        Lookup::Directory if !trailing_slash => {
+            push_redirect(batch, ctx, req, keep_alive, head_only)?;
+            return Ok(done(!keep_alive));
+        }
+        Lookup::Directory | Lookup::Missing => Status::NotFound,
+        Lookup::Forbidden => Status::Forbidden,
+        Lookup::Busy => Status::ServiceUnavailable,
+        Lookup::Failed => Status::InternalServerError,
     };
-    match (lookup, resolved.trailing_slash) {
-        (Lookup::File(entry), _) => respond_file(req, ctx, batch, entry, keep_alive)?,
-        (Lookup::Directory, false) => push_redirect(batch, ctx, req, keep_alive, head_only)?,
-        _ => push_error(batch, ctx, Status::NotFound, keep_alive, head_only, req.version)?,
-    }
+    push_error(batch, ctx.date, status, keep_alive, head_only, req.version)?;
     Ok(done(!keep_alive))
+}
+
+/// The cache key a request path names (its index for a path ending in `/`), and whether it
+/// ended in `/`. `Err` for a path that cannot name anything under the root (400).
+fn key_of<'b>(path: &[u8], buf: &'b mut [u8]) -> Result<(&'b [u8], bool), resolve::Invalid> {
+    let resolved = resolve::resolve(path, buf)?;
+    let len = if resolved.trailing_slash {
+        append_index(buf, resolved.len).ok_or(resolve::Invalid::BadPath)?
+    } else {
+        resolved.len
+    };
+    Ok((&buf[..len], resolved.trailing_slash))
+}
+
+/// The key of the request at the start of `input`, after `serve` answered `Step::Miss` for
+/// it: what the engine must `fill`.
+pub fn miss_key<'b>(
+    input: &[u8],
+    limits: &ParseLimits,
+    buf: &'b mut KeyBuffer,
+) -> Option<&'b [u8]> {
+    match http::parse(input, limits) {
+        Parsed::Complete(req) => key_of(req.path, buf).ok().map(|(key, _)| key),
+        Parsed::Partial | Parsed::Reject(_) => None,
+    }
 }
 
 /// The representation to send: a precompressed variant when the client accepts it.
 /// A range request always gets the identity file: clients store decoded bytes and resume or
 /// split downloads by offsets into them, which mean nothing in the compressed bytes.
-fn choose_representation<'e>(req: &Request<'_>, entry: &'e Entry) -> &'e Entry {
+fn choose_representation<'e>(req: &Request<'_>, entry: &'e Arc<Entry>) -> &'e Arc<Entry> {
     let ranged = req.range.is_some() && req.method == Method::Get;
     if !entry.has_variants() || ranged {
         return entry;
     }
     let accepts = fields::parse_accept_encoding(req.accept_encoding.unwrap_or(b""));
-    let br = entry.br.as_deref().filter(|_| accepts.br > 0);
-    let gzip = entry.gzip.as_deref().filter(|_| accepts.gzip > 0);
+    let br = entry.br.as_ref().filter(|_| accepts.br > 0);
+    let gzip = entry.gzip.as_ref().filter(|_| accepts.gzip > 0);
     match (br, gzip) {
         (Some(b), Some(g)) => {
             if accepts.gzip > accepts.br {
@@ -275,7 +341,7 @@ fn respond_file(
     req: &Request<'_>,
     ctx: &Context<'_>,
     batch: &mut Batch,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     keep_alive: bool,
 ) -> Result<(), Overflow> {
     let http10 = req.version == Version::Http10;
@@ -296,7 +362,7 @@ fn respond_file(
         Precondition::Failed => {
             return push_error(
                 batch,
-                ctx,
+                ctx.date,
                 Status::PreconditionFailed,
                 keep_alive,
                 head_only,
@@ -307,6 +373,7 @@ fn respond_file(
     match evaluate_range(req, rep) {
         Ranges::Full => {
             let body = if head_only { Body::Owned(&[]) } else { rep.body() };
+            batch.hold(rep)?;
             batch.push_file(
                 |w| {
                     w.start(Status::Ok, ctx.date.bytes())?;
@@ -321,8 +388,9 @@ fn respond_file(
             // construction; a miss here would be a bug, answered as one, not a panic.
             let Some(body) = rep.body().slice(first, last + 1) else {
                 let status = Status::InternalServerError;
-                return push_error(batch, ctx, status, keep_alive, head_only, req.version);
+                return push_error(batch, ctx.date, status, keep_alive, head_only, req.version);
             };
+            batch.hold(rep)?;
             batch.push_file(
                 |w| {
                     w.start(Status::PartialContent, ctx.date.bytes())?;
@@ -377,7 +445,7 @@ fn append_index(path: &mut [u8], len: usize) -> Option<usize> {
 /// A complete error response: status, a small HTML body, `Allow` on 405.
 pub fn push_error(
     batch: &mut Batch,
-    ctx: &Context<'_>,
+    date: &DateCache,
     status: Status,
     keep_alive: bool,
     head_only: bool,
@@ -386,10 +454,14 @@ pub fn push_error(
     let body = status.error_body();
     batch.push(
         |w| {
-            w.start(status, ctx.date.bytes())?;
+            w.start(status, date.bytes())?;
             put_html_fields(w, body.len())?;
             if status == Status::MethodNotAllowed {
                 w.put(b"Allow: GET, HEAD\r\n")?;
+            }
+            if status == Status::ServiceUnavailable {
+                // Out of descriptors or memory for a moment: worth retrying soon.
+                w.put(b"Retry-After: 1\r\n")?;
             }
             w.finish(keep_alive, version == Version::Http10)
         },

@@ -1,4 +1,5 @@
-//! Starting and stopping a server: scan the root, bind one SO_REUSEPORT listener per worker,
+//! Starting and stopping a server: open the root (and warm the file cache if asked), bind one
+//! SO_REUSEPORT listener per worker,
 //! start the workers (each builds its own ring on its own thread and reports back before
 //! `start` returns, so a missing io_uring is a start-up error, not a dead thread), and stop them
 //! through an eventfd each worker's ring is reading.
@@ -13,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::blocking;
 use crate::config::{Config, Engine};
-use crate::files::Library;
+use crate::files::FileCache;
 use crate::limits::RECV_WINDOW_BYTES;
 use crate::uring::{Counters, Worker};
 use crate::Error;
@@ -25,11 +26,10 @@ pub const LISTEN_BACKLOG_COUNT: i32 = 4096;
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
-    files: usize,
+    /// Files put in the cache at start-up (`--warm`), if it was warmed.
+    warmed: Option<usize>,
     threads: usize,
     root: std::path::PathBuf,
-    library: Arc<Library>,
-    watcher: Option<JoinHandle<()>>,
     engine: Engine,
     wakers: Vec<Arc<OwnedFd>>,
     blocking: Option<Arc<blocking::Control>>,
@@ -64,14 +64,14 @@ impl Stopper {
 }
 
 impl Server {
-    /// Scans the root, binds, and starts `config.threads` workers.
+    /// Opens the root, binds, and starts `config.threads` workers.
     pub fn start(config: &Config) -> Result<Server, Error> {
         raise_fd_limit();
-        let library = Library::open(&config.root)?;
-        let files = library.snapshot().file_count();
         if config.engine == Engine::Blocking {
-            return Server::start_blocking(config, library, files);
+            return Server::start_blocking(config);
         }
+        let mut cache = FileCache::open(&config.root, config.cache)?;
+        let warmed = config.warm.then(|| cache.warm(&config.root, 0));
         ensure_port_free(config.addr)?;
         let first = bind(config.addr)?;
         let addr = first.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
@@ -88,13 +88,16 @@ impl Server {
             let waker = Arc::new(eventfd()?);
             wakers.push(Arc::clone(&waker));
             let config = config.clone();
-            let library = Arc::clone(&library);
+            // Each worker owns its cache; a warmed one starts with the same (shared) entries.
+            let files = cache
+                .try_clone()
+                .map_err(|source| Error::Os { what: "duplicate the root descriptor", source })?;
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ringserve-{index}"))
                 .spawn(move || {
                     let listener = OwnedFd::from(listener);
-                    match Worker::new(&config, listener, waker, library) {
+                    match Worker::new(&config, listener, waker, files) {
                         Ok(worker) => {
                             let _ = ready.send(Ok(()));
                             worker.run()
@@ -114,9 +117,7 @@ impl Server {
         drop(ready_tx);
         let mut server = Server {
             addr,
-            files,
-            library: Arc::clone(&library),
-            watcher: None,
+            warmed,
             engine: config.engine,
             blocking: None,
             threads: config.threads,
@@ -135,30 +136,29 @@ impl Server {
                 Err(_) => break,
             }
         }
-        server.watcher = start_watcher(&library, config)?;
         Ok(server)
     }
 
-    /// One listener, one accept thread, a thread per connection.
-    fn start_blocking(
-        config: &Config,
-        library: Arc<Library>,
-        files: usize,
-    ) -> Result<Server, Error> {
+    /// One listener, one accept thread, a thread per connection, one cache for all of them.
+    fn start_blocking(config: &Config) -> Result<Server, Error> {
+        let limits = crate::files::CacheLimits {
+            entries: config.cache.entries * config.threads,
+            bytes: config.cache.bytes * config.threads,
+            ..config.cache
+        };
+        let mut cache = FileCache::open(&config.root, limits)?;
+        let warmed = config.warm.then(|| cache.warm(&config.root, 0));
         ensure_port_free(config.addr)?;
         let listener = std::net::TcpListener::from(bind(config.addr)?);
         let addr =
             listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
-        let (handle, control) = blocking::start(config, listener, Arc::clone(&library))
+        let (handle, control) = blocking::start(config, listener, cache)
             .map_err(|source| Error::Os { what: "spawn accept thread", source })?;
-        let watcher = start_watcher(&library, config)?;
         Ok(Server {
             addr,
-            files,
+            warmed,
             threads: 1,
             root: config.root.clone(),
-            library,
-            watcher,
             engine: Engine::Blocking,
             wakers: Vec::new(),
             blocking: Some(control),
@@ -171,15 +171,15 @@ impl Server {
         self.addr
     }
 
-    /// Number of files served.
-    pub fn file_count(&self) -> usize {
-        self.files
+    /// Files put in the cache at start-up, if it was warmed.
+    pub fn warmed(&self) -> Option<usize> {
+        self.warmed
     }
 
     /// The one-line start-up banner.
     pub fn banner(&self) -> String {
         format!(
-            "ringserve: serving {} at http://{}/ (engine {}, {}, {} files)",
+            "ringserve: serving {} at http://{}/ (engine {}, {}, {})",
             self.root.display(),
             self.addr,
             self.engine.name(),
@@ -188,7 +188,10 @@ impl Server {
                 Engine::Uring => format!("{} worker threads", self.threads),
                 Engine::Blocking => "a thread per connection".to_string(),
             },
-            self.files
+            match self.warmed {
+                Some(files) => format!("{files} files cached at start"),
+                None => "files cached on first request".to_string(),
+            }
         )
     }
 
@@ -206,16 +209,7 @@ impl Server {
                 what: "worker",
                 source: std::io::Error::other("panicked"),
             })??;
-            total.accepted += counters.accepted;
-            total.refused += counters.refused;
-            total.sends += counters.sends;
-            total.enobufs += counters.enobufs;
-            total.accept_errors += counters.accept_errors;
-            total.overruns += counters.overruns;
-        }
-        self.library.stop();
-        if let Some(watcher) = self.watcher.take() {
-            let _ = watcher.join();
+            total.add(&counters);
         }
         Ok(total)
     }
@@ -230,17 +224,7 @@ impl Server {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
-        self.library.stop();
     }
-}
-
-/// The file watcher, unless disabled by `--watch-interval 0`.
-fn start_watcher(library: &Arc<Library>, config: &Config) -> Result<Option<JoinHandle<()>>, Error> {
-    let Some(interval) = config.watch_interval else { return Ok(None) };
-    let handle = library
-        .watch(interval)
-        .map_err(|source| Error::Os { what: "spawn watcher thread", source })?;
-    Ok(Some(handle))
 }
 
 /// Refuses an address another process listens on. Our listeners share their port through

@@ -58,6 +58,9 @@ fn exchange(
     }
 }
 
+/// Milliseconds between re-checks of a cached file in this test (500 by default).
+const REVALIDATE_EVERY_MS: u64 = 5;
+
 #[test]
 fn steady_state_requests_allocate_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +68,9 @@ fn steady_state_requests_allocate_nothing() {
     std::fs::write(dir.path().join("image.bin"), vec![b'y'; 64 * 1024]).unwrap();
     let mut config = ringserve::Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
     config.threads = 1;
-    config.watch_interval = None;
+    // Revalidation included: each cached file is re-checked (statx) every few milliseconds,
+    // many times during the measured requests, and that must not allocate either.
+    config.cache.revalidate_ms = Some(REVALIDATE_EVERY_MS);
     config.keepalive_requests = u32::MAX;
     let server = ringserve::Server::start(&config).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
@@ -101,5 +106,7 @@ fn steady_state_requests_allocate_nothing() {
     let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
     assert_eq!(allocations, 0, "{allocations} allocations during 10,008 steady-state requests");
     drop(stream);
-    server.shutdown().unwrap();
+    let counters = server.shutdown().unwrap();
+    assert!(counters.cache_revalidations > 10, "revalidations happened: {counters:?}");
+    assert_eq!(counters.cache_misses, 2, "each file opened once: {counters:?}");
 }

@@ -287,7 +287,7 @@ fn ten_thousand_connections_open_without_address_exhaustion() {
     let mut server_config =
         ringserve::Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
     server_config.threads = 1;
-    server_config.watch_interval = None;
+    server_config.cache.revalidate_ms = None;
     let server = ringserve::Server::start(&server_config).unwrap();
     let report = loadgen::run(&config(
         server.local_addr(),

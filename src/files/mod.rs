@@ -1,27 +1,23 @@
-//! The files served: an immutable snapshot of the document root with every file's bytes ready
-//! (small files copied, larger ones mapped) and its response-header fields precomputed.
-//! Requests look paths up in a hash map and never touch the file system. A watcher thread
-//! rescans the root every second and publishes a new snapshot when anything changed
-//! (`Library`); workers pick it up with one atomic load per loop turn.
+//! The files served. `cache` finds them on demand and keeps what serving them needs; this
+//! module is one file version (`Entry`): its bytes ready (small files read into memory, larger
+//! ones mapped) and its response-header fields precomputed. `Body` is how a response refers to
+//! those bytes. `resolve` turns a request path into a cache key; `mime` picks Content-Type.
 
+pub mod cache;
 pub mod mime;
 pub mod resolve;
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use memmap2::{Mmap, MmapOptions};
 
-use crate::limits::FILES_MAX;
-use crate::Error;
+pub use cache::{CacheCounters, CacheLimits, FileCache, Lookup};
 
 /// Files up to this size are read into memory instead of mapped. Only these bytes, which the
 /// server owns, are ever read in user space (copied behind a response head). Larger files are
@@ -35,9 +31,6 @@ pub const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
 /// end of the read) is read again before the scan gives up on it for this round.
 const READ_ATTEMPTS_MAX: u32 = 3;
 
-/// Default time between rescans of the root: changes show up within this time.
-pub const RESCAN_INTERVAL_MILLIS: u64 = 500;
-
 /// A file's bytes.
 enum Bytes {
     Empty,
@@ -47,13 +40,15 @@ enum Bytes {
     Mapped(Mmap, File),
 }
 
-/// Identity of a file version: if none of these changed, the entry is reused on rescan.
+/// Identity of a file version: if none of these changed, a cached entry is still right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     ino: u64,
     dev: u64,
     len: u64,
     mtime_nanos: i128,
+    /// Caught even when a rewrite restores size and mtime (`cp -p`, `rsync --inplace -t`).
+    ctime_nanos: i128,
 }
 
 impl Stamp {
@@ -63,6 +58,17 @@ impl Stamp {
             dev: meta.dev(),
             len: meta.len(),
             mtime_nanos: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_nanos: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+
+    fn of_statx(s: &libc::statx) -> Stamp {
+        Stamp {
+            ino: s.stx_ino,
+            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+            len: s.stx_size,
+            mtime_nanos: cache::nanos(s.stx_mtime),
+            ctime_nanos: cache::nanos(s.stx_ctime),
         }
     }
 }
@@ -91,16 +97,12 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Reads or maps `path`. The file is opened non-blocking, so a FIFO or device swapped in
-    /// for a regular file cannot block the scan, and anything but a regular file is refused.
-    /// The body's length is the length fstat reported, whatever the file does afterwards: a
-    /// mapping covers exactly that many bytes (a file that grows later is never sent longer
-    /// than its Content-Length), and a copy holds exactly that many.
-    fn open(path: &Path) -> io::Result<(Bytes, Stamp)> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)?;
+    /// Reads or maps an open file (opened non-blocking, so a FIFO swapped in for a regular
+    /// file cannot block; anything but a regular file is refused). The body's length is the
+    /// length fstat reported, whatever the file does afterwards: a mapping covers exactly that
+    /// many bytes (a file that grows later is never sent longer than its Content-Length), and a
+    /// copy holds exactly that many.
+    fn read_or_map(mut file: File) -> io::Result<(Bytes, Stamp)> {
         for _ in 0..READ_ATTEMPTS_MAX {
             let meta = file.metadata()?;
             if !meta.file_type().is_file() {
@@ -192,6 +194,15 @@ impl Entry {
     pub fn has_variants(&self) -> bool {
         self.br.is_some() || self.gzip.is_some()
     }
+
+    /// Bytes this entry accounts for in the cache budget: its body (read or mapped), header
+    /// fields and variants.
+    pub fn weight(&self) -> usize {
+        let own =
+            self.len as usize + self.fields_200.len() + self.type_line.len() + self.meta.len();
+        own + self.br.as_ref().map_or(0, |e| e.weight())
+            + self.gzip.as_ref().map_or(0, |e| e.weight())
+    }
 }
 
 /// A response body: bytes the server owns, or a slice of a file mapping that only the kernel
@@ -280,244 +291,20 @@ impl MappedSlice<'_> {
     }
 }
 
-/// What a resolved path names.
-pub enum Lookup<'a> {
-    /// A regular file.
-    File(&'a Arc<Entry>),
-    /// A directory: serve its index, or redirect to add the trailing slash.
-    Directory,
-    /// Nothing.
-    Missing,
-}
-
-/// A file found by the scan, before entries are built.
-struct Found {
-    real: PathBuf,
-    name: String,
-    meta: std::fs::Metadata,
-}
-
-/// The document root as scanned at one moment.
-pub struct Snapshot {
-    /// Relative path (no leading slash) to file.
-    files: HashMap<Box<[u8]>, Arc<Entry>>,
-    /// Relative paths of directories (`""` is the root).
-    dirs: HashSet<Box<[u8]>>,
-}
-
-impl Snapshot {
-    /// Scans `root` (canonical). Symlinks are followed only when their target stays inside
-    /// the root; anything else is left out, so it can never be served.
-    pub fn scan(root: &Path) -> Result<Snapshot, Error> {
-        Snapshot::rescan(root, None)
-    }
-
-    /// Scans `root`, reusing the entries of `previous` whose files (and variants) did not
-    /// change.
-    pub fn rescan(root: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, Error> {
-        let (found, dirs) = walk(root)?;
-        let mut files: HashMap<Box<[u8]>, Arc<Entry>> = HashMap::with_capacity(found.len());
-        for (rel, f) in &found {
-            let br = found.get(&format!("{rel}.br"));
-            let gzip = found.get(&format!("{rel}.gz"));
-            let stamps = (
-                Stamp::of(&f.meta),
-                br.map(|v| Stamp::of(&v.meta)),
-                gzip.map(|v| Stamp::of(&v.meta)),
-            );
-            let reuse = previous.and_then(|p| p.files.get(rel.as_bytes())).filter(|e| {
-                e.stamp == stamps.0
-                    && e.br.as_ref().map(|v| v.stamp) == stamps.1
-                    && e.gzip.as_ref().map(|v| v.stamp) == stamps.2
-            });
-            let entry = match reuse {
-                Some(entry) => Arc::clone(entry),
-                None => match build_entry(f, br, gzip) {
-                    Ok(entry) => Arc::new(entry),
-                    // Gone since the walk: not served.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    // Out of descriptors, or the file is changing under us: keep serving the
-                    // version we have (the stamps differ, so the next rescan tries again)
-                    // rather than answer 404 for a file that exists.
-                    Err(_) => match previous.and_then(|p| p.files.get(rel.as_bytes())) {
-                        Some(entry) => Arc::clone(entry),
-                        None => continue,
-                    },
-                },
-            };
-            files.insert(Box::from(rel.as_bytes()), entry);
-        }
-        Ok(Snapshot { files, dirs })
-    }
-
-    /// Looks up a resolved relative path.
-    pub fn lookup(&self, rel: &[u8]) -> Lookup<'_> {
-        if let Some(entry) = self.files.get(rel) {
-            return Lookup::File(entry);
-        }
-        if self.dirs.contains(rel) {
-            return Lookup::Directory;
-        }
-        Lookup::Missing
-    }
-
-    /// Number of files served.
-    pub fn file_count(&self) -> usize {
-        self.files.len()
-    }
-
-    /// Whether `other` would serve exactly the same bytes for every path.
-    fn same_as(&self, other: &Snapshot) -> bool {
-        self.dirs == other.dirs
-            && self.files.len() == other.files.len()
-            && self.files.iter().all(|(k, v)| other.files.get(k).is_some_and(|o| Arc::ptr_eq(v, o)))
-    }
-}
-
-/// Builds a file's entry; with `.br`/`.gz` siblings, attaches them as variants, each with
-/// the base file's Content-Type, its own validators, `Content-Encoding` and `Vary`.
-fn build_entry(f: &Found, br: Option<&Found>, gzip: Option<&Found>) -> io::Result<Entry> {
-    let content_type = mime::content_type(&f.name);
-    let has_variants = br.is_some() || gzip.is_some();
-    let variant = |v: Option<&Found>, encoding: &str| -> io::Result<Option<Arc<Entry>>> {
-        let Some(v) = v else { return Ok(None) };
-        match Entry::open(&v.real) {
-            Ok((bytes, stamp)) => {
-                Ok(Some(Arc::new(Entry::build(bytes, stamp, content_type, Some(encoding), true))))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    };
-    let (bytes, stamp) = Entry::open(&f.real)?;
-    let mut entry = Entry::build(bytes, stamp, content_type, None, has_variants);
-    entry.br = variant(br, "br")?;
-    entry.gzip = variant(gzip, "gzip")?;
-    Ok(entry)
-}
-
-/// Every regular file and directory under `root`, by relative path.
-#[allow(clippy::type_complexity)]
-fn walk(root: &Path) -> Result<(HashMap<String, Found>, HashSet<Box<[u8]>>), Error> {
-    let mut found = HashMap::new();
-    let mut dirs = HashSet::new();
-    let mut visited = HashSet::new();
-    dirs.insert(Box::from(&b""[..]));
-    visited.insert(root.to_path_buf());
-    let mut pending: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&dir).map_err(|source| Error::Scan { path: dir.clone(), source })?;
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let Ok(name) = entry.file_name().into_string() else {
-                continue; // not UTF-8: no URL can name it reliably
-            };
-            let rel_child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-            let Some(real) = inside_root(&entry.path(), root) else { continue };
-            let Ok(meta) = std::fs::metadata(&real) else { continue };
-            if meta.is_dir() {
-                if visited.insert(real.clone()) {
-                    dirs.insert(Box::from(rel_child.as_bytes()));
-                    pending.push((real, rel_child));
-                }
-            } else if meta.is_file() {
-                if found.len() >= FILES_MAX {
-                    return Err(Error::TooManyFiles { root: root.to_path_buf(), max: FILES_MAX });
-                }
-                found.insert(rel_child, Found { real, name, meta });
-            }
-        }
-    }
-    Ok((found, dirs))
-}
-
-/// The canonical target of `path` if it lies inside `root`.
-fn inside_root(path: &Path, root: &Path) -> Option<PathBuf> {
-    let real = path.canonicalize().ok()?;
-    real.starts_with(root).then_some(real)
-}
-
-/// The current snapshot, shared by the workers and replaced by the watcher.
-pub struct Library {
-    root: PathBuf,
-    current: Mutex<Arc<Snapshot>>,
-    generation: AtomicU64,
-    stop: AtomicBool,
-}
-
-impl Library {
-    /// Scans `root` once.
-    pub fn open(root: &Path) -> Result<Arc<Library>, Error> {
-        let snapshot = Arc::new(Snapshot::scan(root)?);
-        Ok(Arc::new(Library {
-            root: root.to_path_buf(),
-            current: Mutex::new(snapshot),
-            generation: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-        }))
-    }
-
-    /// Bumped every time a new snapshot is published.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Rescans now; publishes and returns true if anything changed.
-    pub fn refresh(&self) -> bool {
-        let previous = self.snapshot();
-        let Ok(next) = Snapshot::rescan(&self.root, Some(&previous)) else {
-            return false; // the root vanished for a moment: keep serving what we have
-        };
-        if next.same_as(&previous) {
-            return false;
-        }
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        true
-    }
-
-    /// Starts the watcher thread, which rescans every `interval` until `stop`.
-    pub fn watch(
-        self: &Arc<Library>,
-        interval: Duration,
-    ) -> io::Result<std::thread::JoinHandle<()>> {
-        let library = Arc::clone(self);
-        std::thread::Builder::new().name("ringserve-watch".into()).spawn(move || {
-            while !library.stop.load(Ordering::Acquire) {
-                std::thread::sleep(interval);
-                library.refresh();
-            }
-        })
-    }
-
-    /// Ends the watcher thread (within one interval).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-    }
-}
-
-impl std::fmt::Debug for Library {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Library({})", self.root.display())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_or_map(path: &std::path::Path) -> io::Result<(Bytes, Stamp)> {
+        Entry::read_or_map(File::open(path)?)
+    }
 
     #[test]
     fn a_body_keeps_its_length_whatever_the_file_does() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.bin");
         std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
-        let (bytes, stamp) = Entry::open(&path).unwrap();
+        let (bytes, stamp) = read_or_map(&path).unwrap();
         let entry = Entry::build(bytes, stamp, "application/octet-stream", None, false);
         // Shrunk and grown after the fstat: the body is still exactly the length the head
         // announces, and slicing it never panics.
@@ -530,50 +317,8 @@ mod tests {
         assert_eq!(entry.body().len(), 64 << 10);
         let small = dir.path().join("s.txt");
         std::fs::write(&small, b"0123456789").unwrap();
-        let (bytes, stamp) = Entry::open(&small).unwrap();
+        let (bytes, stamp) = read_or_map(&small).unwrap();
         let entry = Entry::build(bytes, stamp, "text/plain", None, false);
         assert_eq!(entry.body().owned(), Some(&b"0123456789"[..]));
-    }
-
-    #[test]
-    fn a_fifo_is_refused_without_blocking() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipe");
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
-        // A blocking open of a FIFO waits for a writer forever; run it where a hang shows.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(Entry::open(&path).is_err());
-        });
-        let refused = rx.recv_timeout(Duration::from_secs(5)).expect("open of a FIFO returned");
-        assert!(refused, "a FIFO is not served");
-    }
-
-    #[test]
-    fn variants_attach_and_changes_are_picked_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::write(root.join("a.js"), b"console.log(1)").unwrap();
-        std::fs::write(root.join("a.js.gz"), b"GZ").unwrap();
-        std::fs::write(root.join("b.txt"), b"b").unwrap();
-        let library = Library::open(&root).unwrap();
-        let snap = library.snapshot();
-        let Lookup::File(a) = snap.lookup(b"a.js") else { panic!("a.js missing") };
-        assert_eq!(a.gzip.as_ref().and_then(|g| g.body().owned()), Some(&b"GZ"[..]));
-        assert!(a.br.is_none());
-        assert!(String::from_utf8_lossy(&a.fields_200).contains("Vary: Accept-Encoding\r\n"));
-        let gz = a.gzip.as_ref().unwrap();
-        assert!(String::from_utf8_lossy(&gz.meta).contains("Content-Encoding: gzip\r\n"));
-        assert!(String::from_utf8_lossy(&gz.type_line).contains("text/javascript"));
-        assert!(!library.refresh(), "nothing changed");
-        std::fs::write(root.join("c.txt"), b"new").unwrap();
-        std::fs::remove_file(root.join("b.txt")).unwrap();
-        assert!(library.refresh());
-        let snap = library.snapshot();
-        assert!(matches!(snap.lookup(b"c.txt"), Lookup::File(_)));
-        assert!(matches!(snap.lookup(b"b.txt"), Lookup::Missing));
-        assert_eq!(library.generation(), 1);
     }
 }

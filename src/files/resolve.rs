@@ -1,7 +1,7 @@
-//! Request path to a key in the file snapshot. The whole traversal policy lives here:
+//! Request path to a key in the file cache. The lexical traversal policy lives here:
 //! percent-decoding happens exactly once, `.` and `..` segments are applied lexically and can
-//! never climb above the root, and NUL bytes are refused. Symlinks are the scan's concern
-//! (`files::scan`): only files inside the root are ever in the snapshot.
+//! never climb above the root, and NUL bytes are refused. Symlinks are the cache's concern
+//! (`files::cache`): the kernel opens every key beneath the root (RESOLVE_BENEATH).
 
 use crate::limits::REQUEST_TARGET_BYTES_MAX;
 

@@ -11,6 +11,7 @@ pub enum Status {
     MovedPermanently,
     NotModified,
     BadRequest,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -20,6 +21,7 @@ pub enum Status {
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
+    ServiceUnavailable,
     VersionNotSupported,
 }
 
@@ -32,6 +34,7 @@ impl Status {
             Status::MovedPermanently => b"HTTP/1.1 301 Moved Permanently\r\n",
             Status::NotModified => b"HTTP/1.1 304 Not Modified\r\n",
             Status::BadRequest => b"HTTP/1.1 400 Bad Request\r\n",
+            Status::Forbidden => b"HTTP/1.1 403 Forbidden\r\n",
             Status::NotFound => b"HTTP/1.1 404 Not Found\r\n",
             Status::MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
             Status::RequestTimeout => b"HTTP/1.1 408 Request Timeout\r\n",
@@ -41,6 +44,7 @@ impl Status {
             Status::HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             Status::InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
             Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
+            Status::ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
             Status::VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         }
     }
@@ -55,6 +59,7 @@ impl Status {
     pub fn error_body(self) -> &'static [u8] {
         match self {
             Status::BadRequest => body!("400 Bad Request"),
+            Status::Forbidden => body!("403 Forbidden"),
             Status::NotFound => body!("404 Not Found"),
             Status::MethodNotAllowed => body!("405 Method Not Allowed"),
             Status::RequestTimeout => body!("408 Request Timeout"),
@@ -64,6 +69,7 @@ impl Status {
             Status::HeaderFieldsTooLarge => body!("431 Request Header Fields Too Large"),
             Status::InternalServerError => body!("500 Internal Server Error"),
             Status::NotImplemented => body!("501 Not Implemented"),
+            Status::ServiceUnavailable => body!("503 Service Unavailable"),
             Status::VersionNotSupported => body!("505 HTTP Version Not Supported"),
             Status::MovedPermanently => body!("301 Moved Permanently"),
             Status::Ok | Status::PartialContent | Status::NotModified => b"",

@@ -21,14 +21,14 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::files::{Library, Snapshot};
+use crate::files::FileCache;
 use crate::http::date::DateCache;
 use crate::http::{ParseLimits, Status, Version};
 use crate::limits::{
     CQE_BATCH_COUNT, HELD_BUFFERS_PER_CONNECTION_MAX, HELD_BUFFERS_TOTAL_MAX, INPUT_BUFFER_BYTES,
     RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
-use crate::serve::{self, Context, Shared};
+use crate::serve::{self, KeyBuffer, Shared};
 use crate::Error;
 
 use buf_ring::{BufRing, BUFFER_GROUP};
@@ -71,6 +71,38 @@ pub struct Counters {
     /// Connections closed for holding more receive buffers than their share while not
     /// reading their responses.
     pub overruns: u64,
+    /// File-cache lookups answered without a system call.
+    pub cache_hits: u64,
+    /// Paths opened because the cache did not know them.
+    pub cache_misses: u64,
+    /// Cached answers re-checked (statx) after their interval.
+    pub cache_revalidations: u64,
+    /// Cached answers evicted to stay within the bounds.
+    pub cache_evictions: u64,
+}
+
+impl Counters {
+    /// Adds a file cache's counters.
+    pub fn add_cache(&mut self, cache: crate::files::CacheCounters) {
+        self.cache_hits += cache.hits;
+        self.cache_misses += cache.misses;
+        self.cache_revalidations += cache.revalidations;
+        self.cache_evictions += cache.evictions;
+    }
+
+    /// Adds another worker's counters.
+    pub fn add(&mut self, other: &Counters) {
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+        self.sends += other.sends;
+        self.enobufs += other.enobufs;
+        self.accept_errors += other.accept_errors;
+        self.overruns += other.overruns;
+        self.cache_hits += other.cache_hits;
+        self.cache_misses += other.cache_misses;
+        self.cache_revalidations += other.cache_revalidations;
+        self.cache_evictions += other.cache_evictions;
+    }
 }
 
 /// One thread's engine. Field order matters: `ring` is declared first so it is dropped first,
@@ -100,10 +132,10 @@ pub struct Worker {
     wake_value: Box<u64>,
     /// The tick timeout's timespec; boxed for the same reason.
     tick_spec: Box<types::Timespec>,
-    library: Arc<Library>,
-    /// The library generation `snapshot` was taken at.
-    snapshot_generation: u64,
-    snapshot: Arc<Snapshot>,
+    /// This worker's file cache: hits need no system call, misses are filled in place.
+    files: FileCache,
+    /// Milliseconds since the worker started, read once per loop turn: the cache's clock.
+    now_ms: u64,
     limits: ParseLimits,
     date: DateCache,
     ticks: Ticks,
@@ -127,7 +159,7 @@ impl Worker {
         config: &Config,
         listener: OwnedFd,
         wake: Arc<OwnedFd>,
-        library: Arc<Library>,
+        files: FileCache,
     ) -> Result<Worker, Error> {
         let (ring, _mode) = ring::build()?;
         let bufs = BufRing::register(&ring, RECV_BUFFER_COUNT, RECV_BUFFER_BYTES)
@@ -167,9 +199,8 @@ impl Worker {
             wake,
             wake_value: Box::new(0),
             tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
-            snapshot_generation: library.generation(),
-            snapshot: library.snapshot(),
-            library,
+            files,
+            now_ms: 0,
             limits: config.parse_limits,
             date: DateCache::new(),
             ticks: Ticks {
@@ -208,7 +239,7 @@ impl Worker {
                     _ => return Err(Error::Uring { what: "submit", source: e }),
                 }
             }
-            self.follow_library();
+            self.now_ms = self.started.elapsed().as_millis() as u64;
             completions.clear();
             completions.extend(
                 self.ring
@@ -221,18 +252,9 @@ impl Worker {
             }
             self.rearm_starved();
             if self.draining_until.is_some() && self.slots.live() == 0 {
+                self.counters.add_cache(self.files.counters());
                 return Ok(self.counters);
             }
-        }
-    }
-
-    /// Switches to the newest snapshot if the watcher published one (one atomic load per
-    /// turn). Batches in flight keep the old one alive through their own `Arc`.
-    fn follow_library(&mut self) {
-        let generation = self.library.generation();
-        if generation != self.snapshot_generation {
-            self.snapshot_generation = generation;
-            self.snapshot = self.library.snapshot();
         }
     }
 
@@ -357,7 +379,7 @@ impl Worker {
         // SAFETY: the msghdr and its iovecs live inside the boxed batch, which stays assigned
         // to this slot (`slot.batch`) and unmodified until `on_send` reaps this send. The
         // iovecs (and a plain send's one buffer) point into the batch's own head area or into
-        // file mappings owned by the snapshot the batch holds an `Arc` to (batch.rs invariant).
+        // the bytes of entries the batch holds an `Arc` to (batch.rs invariant).
         unsafe { ring::push(&mut self.ring, &entry) };
         self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
     }
@@ -427,7 +449,7 @@ impl Worker {
             slot.sending = true;
             slot.splice_stage = SpliceStage::Linked;
             // SAFETY: splice carries descriptors, no pointers. The file stays open through
-            // the snapshot the slot's batch holds; the pipe stays in the pool, assigned to
+            // an entry the slot's batch holds; the pipe stays in the pool, assigned to
             // this slot, until the chain completes.
             unsafe { ring::push_chain(&mut self.ring, &[fill, send]) };
             self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
@@ -437,7 +459,7 @@ impl Worker {
         slot.sending = true;
         slot.splice_stage = stage;
         // SAFETY: splice carries descriptors, no pointers. The file stays open through the
-        // snapshot the slot's batch holds; the pipe stays in the pool, assigned to this slot,
+        // entry the slot's batch holds; the pipe stays in the pool, assigned to this slot,
         // until the splice completes.
         unsafe { ring::push(&mut self.ring, &entry.user_data(token.pack())) };
         self.slots.arm(index, Timer::Send, self.now + self.ticks.send);
@@ -606,13 +628,14 @@ impl Worker {
         }
         if next_in_stream && !slot.sending {
             let data = &self.bufs.data(bid, len)[from..];
-            let shared = Shared {
-                snapshot: &self.snapshot,
+            let env = Env {
                 date: &self.date,
                 limits: &self.limits,
                 keepalive_requests: self.keepalive_requests,
+                now_ms: self.now_ms,
             };
-            let consumed = serve_all(self.slots.get(index), data, &mut self.batches, &shared);
+            let slot = self.slots.get(index);
+            let consumed = serve_all(slot, data, &mut self.batches, &mut self.files, &env);
             if consumed < data.len() {
                 let input_index = self.inputs.take();
                 let input = self.inputs.get(input_index);
@@ -714,14 +737,15 @@ impl Worker {
             if let Some(input_index) = slot.input {
                 let len = slot.input_len as usize;
                 let input = self.inputs.get(input_index);
-                let shared = Shared {
-                    snapshot: &self.snapshot,
+                let env = Env {
                     date: &self.date,
                     limits: &self.limits,
                     keepalive_requests: self.keepalive_requests,
+                    now_ms: self.now_ms,
                 };
+                let slot = self.slots.get(index);
                 let consumed =
-                    serve_all(self.slots.get(index), &input[..len], &mut self.batches, &shared);
+                    serve_all(slot, &input[..len], &mut self.batches, &mut self.files, &env);
                 input.copy_within(consumed..len, 0);
                 let slot = self.slots.get(index);
                 slot.input_len = (len - consumed) as u32;
@@ -1032,18 +1056,9 @@ impl Worker {
         }
         let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
         slot.session.closing = true;
-        let ctx = Context {
-            snapshot: &self.snapshot,
-            date: &self.date,
-            last_request: true,
-            peer_closed: false,
-            limits: &self.limits,
-        };
         let batch = self.batches.get(batch_index);
-        batch.hold(&self.snapshot);
-        if serve::push_error(batch, &ctx, Status::RequestTimeout, false, false, Version::Http11)
-            .is_err()
-        {
+        let status = Status::RequestTimeout;
+        if serve::push_error(batch, &self.date, status, false, false, Version::Http11).is_err() {
             self.begin_close(index);
             return;
         }
@@ -1193,13 +1208,43 @@ fn fixed(fd: RawFd) -> types::Fixed {
     types::Fixed(fd as u32)
 }
 
-/// Serves what `input` holds into the slot's batch (taken from the pool if it has none).
+/// What serving needs from the worker besides the connection, the batches and the cache.
+struct Env<'a> {
+    date: &'a DateCache,
+    limits: &'a ParseLimits,
+    keepalive_requests: u32,
+    now_ms: u64,
+}
+
+/// Serves what `input` holds into the slot's batch (taken from the pool if it has none);
+/// returns the bytes used. A request for a path the cache does not know (or must re-check) is
+/// filled in place, then serving goes on.
 fn serve_all(
     slot: &mut Slot,
     input: &[u8],
     batches: &mut Pool<Batch>,
-    shared: &Shared<'_>,
+    files: &mut FileCache,
+    env: &Env<'_>,
 ) -> usize {
     let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
-    slot.session.serve_all(input, shared, batches.get(batch_index))
+    let mut used = 0;
+    loop {
+        let shared = Shared {
+            files,
+            now_ms: env.now_ms,
+            date: env.date,
+            limits: env.limits,
+            keepalive_requests: env.keepalive_requests,
+        };
+        let served = slot.session.serve_all(&input[used..], &shared, batches.get(batch_index));
+        used += served.used;
+        if !served.miss {
+            return used;
+        }
+        let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
+        match serve::miss_key(&input[used..], env.limits, &mut key) {
+            Some(key) => files.fill(key, env.now_ms),
+            None => return used, // cannot happen: the miss was for a complete request
+        }
+    }
 }

@@ -125,7 +125,9 @@ fn banner_names_url_root_engine_threads_and_files() {
     let server = Server::start(demo_root, &[]);
     let b = &server.banner;
     assert!(b.contains("http://127.0.0.1:") && b.contains("io_uring"), "{b}");
-    assert!(b.contains("2 worker threads") && b.contains("4 files"), "{b}");
+    assert!(b.contains("2 worker threads") && b.contains("cached on first request"), "{b}");
+    let server = Server::start(demo_root, &["--warm"]);
+    assert!(server.banner.contains("4 files cached at start"), "{}", server.banner);
 }
 
 #[test]

@@ -257,10 +257,12 @@ fn a_growing_file_never_breaks_framing() {
     }
 }
 
-/// Case 6: descriptors run out while the watcher rescans. Files that had changed were dropped
-/// from the snapshot and answered 404 until a later rescan.
+/// Case 6: descriptors run out while files that changed are re-opened. They were dropped (404)
+/// until a later rescan; a cached file now keeps its last version until it can be re-opened,
+/// and a path never seen before gets 503 with Retry-After, then is served once descriptors
+/// are back.
 #[test]
-fn out_of_descriptors_during_a_rescan_keeps_files_served() {
+fn out_of_descriptors_keeps_cached_files_served_and_answers_503_for_new_ones() {
     const CHANGED: [&str; 3] = ["x.bin", "y.bin", "z.bin"];
     for flags in ENGINES {
         let mut args = vec!["--watch-interval", "100", "--threads", "1"];
@@ -271,17 +273,20 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
                 for name in CHANGED {
                     std::fs::write(root.join(name), pseudo_random_bytes(20 << 10, 1)).unwrap();
                 }
+                std::fs::write(root.join("unseen.bin"), pseudo_random_bytes(20 << 10, 3)).unwrap();
             },
             &args,
         );
         let stream = server.connect();
         let mut writer = stream.try_clone().unwrap();
         let mut reader = BufReader::new(stream);
-        writer.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        assert_eq!(read_response(&mut reader, false).status, 200);
-        // Leave the server one free descriptor (none but the connection's own for the
-        // blocking engine): the rescan's directory read gets it, and re-opening the changed
-        // files must then fail for all but one of them.
+        for name in ["a.txt", "x.bin", "y.bin", "z.bin"] {
+            writer
+                .write_all(format!("GET /{name} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .unwrap();
+            assert_eq!(read_response(&mut reader, false).status, 200);
+        }
+        // Leave the server no free descriptor: re-opening the changed files fails.
         let pid = server.pid() as libc::pid_t;
         let open = fd_count(server.pid()) as libc::rlim_t;
         let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -289,11 +294,11 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
         let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut saved) };
         assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
         // Only the soft limit: lowering the hard one could not be undone without privilege.
-        let tight = libc::rlimit { rlim_cur: open + 1, rlim_max: saved.rlim_max };
+        let tight = libc::rlimit { rlim_cur: open, rlim_max: saved.rlim_max };
         // SAFETY: prlimit reads `tight`, a live local.
         let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
         assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
-        // New versions land by rename, all at once for the watcher (100 ms between rescans).
+        // New versions land by rename, all at once (re-checked every 100 ms).
         let staging = tempfile::tempdir().unwrap();
         for name in CHANGED {
             std::fs::write(staging.path().join(name), pseudo_random_bytes(21 << 10, 2)).unwrap();
@@ -314,6 +319,10 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
             let r = read_response(&mut reader, false);
             assert_eq!(r.status, 200, "{flags:?}: {name} must stay served (old or new bytes)");
         }
+        // A file never opened before cannot be opened either.
+        writer.write_all(b"GET /unseen.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_response(&mut reader, false);
+        assert_eq!((r.status, r.header("retry-after")), (503, Some("1")), "{flags:?}");
         // SAFETY: prlimit reads `saved`, a live local; this restores the server's limit.
         let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &saved, std::ptr::null_mut()) };
         assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
@@ -325,6 +334,9 @@ fn out_of_descriptors_during_a_rescan_keeps_files_served() {
             let r = read_response(&mut reader, false);
             assert_eq!(r.body, pseudo_random_bytes(21 << 10, 2), "{flags:?}: {name} is new");
         }
+        writer.write_all(b"GET /unseen.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_response(&mut reader, false);
+        assert_eq!(r.body, pseudo_random_bytes(20 << 10, 3), "{flags:?}: served once possible");
     }
 }
 

@@ -51,7 +51,8 @@ fn soak_mixed_load_is_byte_exact_and_leaves_nothing_behind() {
                 std::fs::write(root.join(name), contents(i)).unwrap();
             }
         },
-        &["--keepalive-requests", "100000000"],
+        // Warm: every file is in the cache (and holds its descriptor) before the baseline.
+        &["--keepalive-requests", "100000000", "--warm"],
     );
     std::thread::sleep(Duration::from_millis(300));
     let (fds_before, rss_before) = (open_fds(server.pid()), rss_kib(server.pid()));
