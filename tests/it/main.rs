@@ -18,12 +18,15 @@
 //! - `hostile`: clients that never read, truncated and growing files, bodies and half-closes
 //!   in a burst, descriptors running out, a busy port; every engine.
 //! - `browser`: headless Chromium loads the demo page and decodes the image.
+//! - `cache`: the on-demand file cache: a 200,000-file tree at once, changes within a second,
+//!   eviction with exact bodies, unservable paths and floods of missing ones.
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
 //!   strict parsing statuses.
 
 mod adversarial;
 mod basics;
 mod browser;
+mod cache;
 mod engines;
 mod hostile;
 mod large;
