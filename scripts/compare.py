@@ -17,6 +17,8 @@ import urllib.request
 
 OUT = os.path.abspath("target/compare")
 ROOT = os.path.join(OUT, "root")
+LARGE_ROOT = os.path.join(OUT, "large")
+LARGE_PATHS = os.path.join(OUT, "large-paths.txt")
 CONF = os.path.join(OUT, "conf")
 RINGSERVE = os.path.abspath("target/release/ringserve")
 LOADGEN = os.path.abspath("target/release/loadgen")
@@ -66,8 +68,57 @@ def make_root():
         f.write("\n".join(paths) + "\n")
 
 
-def write_configs(ports):
+# The large tree: web-like sizes (SPECweb96 classes: 35% under 1 KiB, 50% 1-10 KiB, 14%
+# 10-100 KiB, 1% 100 KiB-1 MiB) and extensions, 500 files per directory.
+LARGE_SIZE_CLASSES = [(0.35, 100, 1024), (0.50, 1024, 10 * 1024), (0.14, 10 * 1024, 100 * 1024),
+                      (0.01, 100 * 1024, 1024 * 1024)]
+LARGE_EXTENSIONS = [".html", ".css", ".js", ".png", ".jpg", ".svg", ".json", ".woff2"]
+
+
+def make_large_root(files, distinct):
+    """A tree of `files` files and a paths file naming `distinct` of them once each, plus three
+    times as many requests drawn with Zipf-like popularity (alpha 0.8) over those paths."""
+    marker = os.path.join(LARGE_ROOT, f".made-{files}")
+    if not os.path.exists(marker):
+        shutil.rmtree(LARGE_ROOT, ignore_errors=True)
+        os.makedirs(LARGE_ROOT)
+        rng = random.Random(11)
+        block = rng.randbytes(1 << 20)
+        with open(os.path.join(LARGE_ROOT, "index.html"), "w") as f:
+            f.write("<!DOCTYPE html><title>large tree</title>\n")
+        for d in range(files // 500):
+            directory = os.path.join(LARGE_ROOT, f"d{d:04}")
+            os.mkdir(directory)
+            for i in range(500):
+                x, size = rng.random(), 100
+                for share, low, high in LARGE_SIZE_CLASSES:
+                    if x < share:
+                        size = rng.randrange(low, high)
+                        break
+                    x -= share
+                ext = LARGE_EXTENSIONS[i % len(LARGE_EXTENSIONS)]
+                with open(os.path.join(directory, f"f{i:03}{ext}"), "wb") as f:
+                    start = rng.randrange(0, len(block) - size)
+                    f.write(block[start:start + size])
+        open(marker, "w").close()
+    rng = random.Random(12)
+    all_paths = [f"/d{d:04}/f{i:03}{LARGE_EXTENSIONS[i % len(LARGE_EXTENSIONS)]}"
+                 for d in range(files // 500) for i in range(500)]
+    chosen = rng.sample(all_paths, distinct)
+    weights = [1 / (rank + 1) ** 0.8 for rank in range(distinct)]
+    lines = chosen + rng.choices(chosen, weights=weights, k=3 * distinct)
+    rng.shuffle(lines)
+    with open(LARGE_PATHS, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def write_configs(ports, root=ROOT, suffix=""):
     os.makedirs(CONF, exist_ok=True)
+    # For the large tree nginx caches up to as many files as ringserve, re-checking each once a
+    # second (ringserve: every 500 ms), and caches "not found" too.
+    open_file_cache = ("open_file_cache max=1000;" if not suffix else
+                       "open_file_cache max=16384 inactive=60s; open_file_cache_valid 1s; "
+                       "open_file_cache_errors on;")
     nginx = f"""worker_processes 1;
 worker_rlimit_nofile 20000;
 user root;
@@ -79,7 +130,7 @@ http {{
     default_type application/octet-stream;
     access_log off;
     sendfile on; tcp_nopush on; tcp_nodelay on;
-    open_file_cache max=1000;
+    {open_file_cache}
     gzip_static on;
     keepalive_requests 100000000;
     keepalive_timeout 75s;
@@ -88,10 +139,10 @@ http {{
     fastcgi_temp_path {CONF}/nginx-fastcgi;
     uwsgi_temp_path {CONF}/nginx-uwsgi;
     scgi_temp_path {CONF}/nginx-scgi;
-    server {{ listen 127.0.0.1:{ports['nginx']}; root {ROOT}; }}
+    server {{ listen 127.0.0.1:{ports['nginx']}; root {root}; }}
 }}
 """
-    lighttpd = f"""server.document-root = "{ROOT}"
+    lighttpd = f"""server.document-root = "{root}"
 server.bind = "127.0.0.1"
 server.port = {ports['lighttpd']}
 server.max-worker = 0
@@ -116,25 +167,28 @@ hosts:
   default:
     paths:
       /:
-        file.dir: {ROOT}
+        file.dir: {root}
 """
-    for name, text in [("nginx.conf", nginx), ("lighttpd.conf", lighttpd), ("h2o.conf", h2o)]:
-        with open(os.path.join(CONF, name), "w") as f:
+    for name, text in [("nginx", nginx), ("lighttpd", lighttpd), ("h2o", h2o)]:
+        with open(os.path.join(CONF, f"{name}{suffix}.conf"), "w") as f:
             f.write(text)
 
 
-def server_commands(ports):
+def server_commands(ports, root=ROOT, suffix=""):
     # The generated root is small: ringserve fills its file cache at start-up (--warm) and,
     # like nginx's open_file_cache_valid, does not re-check files during a run.
-    common = ["--root", ROOT, "--threads", "1", "--keepalive-requests", "100000000",
+    common = ["--root", root, "--threads", "1", "--keepalive-requests", "100000000",
               "--warm", "--revalidate-interval", "0"]
+    if suffix:
+        # The large tree: the cache as a user runs it, filled on demand, re-checked every 500 ms.
+        common = ["--root", root, "--threads", "1", "--keepalive-requests", "100000000"]
     return {
         "ringserve": [RINGSERVE, "--addr", f"127.0.0.1:{ports['ringserve']}"] + common,
         "ringserve-blocking": [RINGSERVE, "--engine", "blocking", "--addr",
                                f"127.0.0.1:{ports['ringserve-blocking']}"] + common,
-        "nginx": ["nginx", "-p", CONF, "-c", os.path.join(CONF, "nginx.conf"), "-g", "daemon off;"],
-        "lighttpd": ["lighttpd", "-D", "-f", os.path.join(CONF, "lighttpd.conf")],
-        "h2o": ["h2o", "-c", os.path.join(CONF, "h2o.conf")],
+        "nginx": ["nginx", "-p", CONF, "-c", os.path.join(CONF, f"nginx{suffix}.conf"), "-g", "daemon off;"],
+        "lighttpd": ["lighttpd", "-D", "-f", os.path.join(CONF, f"lighttpd{suffix}.conf")],
+        "h2o": ["h2o", "-c", os.path.join(CONF, f"h2o{suffix}.conf")],
     }
 
 
@@ -196,6 +250,8 @@ def drive(driver, workload, port, duration, conns):
         cmd += ["--pipeline", str(workload.get("pipeline", 1))]
         if workload.get("paths"):
             cmd += ["--paths-file", os.path.join(OUT, "mix-paths.txt"), "-H", "Accept-Encoding: br, gzip"]
+        if workload.get("paths_file"):
+            cmd += ["--paths-file", workload["paths_file"]]
         out = sh(["taskset", "-c", DRIVER_CPU] + cmd + [url])
         r = json.loads(out)
         p99 = dict((str(p), v) for p, v in r["latency"]["percentiles_us"]).get("99.0", 0)
@@ -217,8 +273,64 @@ def drive(driver, workload, port, duration, conns):
     return {"requests": requests, "rps": rps, "body_bytes_per_sec": 0, "p99_us": p99, "errors": errors}
 
 
+def run_large_tree(servers, ports, rounds, duration, quick):
+    """The large-tree workload: each server started fresh on the tree per round. Measures time
+    from spawn to the first response, idle CPU before any load, then (after a warm-up run)
+    requests over the Zipf-like paths file, and RSS at the end."""
+    files, distinct = (20_000, 5_000) if quick else (200_000, 50_000)
+    print(f"large tree: {files:,} files, {distinct:,} distinct paths requested", flush=True)
+    make_large_root(files, distinct)
+    write_configs(ports, root=LARGE_ROOT, suffix="-large")
+    cmds = server_commands(ports, root=LARGE_ROOT, suffix="-large")
+    idle_secs, warm_secs = (2, 1) if quick else (10, 5)
+    workload = {"path": "/index.html", "paths_file": LARGE_PATHS}
+    runs = []
+    for rnd in range(rounds):
+        for s in servers:
+            started = time.time()
+            proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmds[s], stdout=subprocess.DEVNULL,
+                                    stderr=open(os.path.join(CONF, s + "-large.stderr"), "w"),
+                                    start_new_session=True)
+            first = None
+            try:
+                while time.time() - started < 60:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{ports[s]}/index.html", timeout=1) as r:
+                            if r.status == 200:
+                                first = time.time() - started
+                                break
+                    except OSError:
+                        time.sleep(0.002)
+                if first is None:
+                    raise SystemExit(f"{s} did not serve the large tree; see {CONF}/{s}-large.stderr")
+                time.sleep(1)
+                before = cpu_ticks(proc)
+                time.sleep(idle_secs)
+                idle = (cpu_ticks(proc) - before) / CLK_TCK / idle_secs
+                drive("loadgen", workload, ports[s], warm_secs, 100)
+                before = cpu_ticks(proc)
+                result = drive("loadgen", workload, ports[s], duration, 100)
+                ticks = cpu_ticks(proc) - before
+                result["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(result["requests"], 1)
+                result.update({"round": rnd, "workload": "large tree", "driver": "loadgen", "server": s,
+                               "start_ms": first * 1000, "idle_cpu_pct": idle * 100,
+                               "rss_mib": rss_kib(proc) / 1024})
+                runs.append(result)
+                print(f"round {rnd + 1}/{rounds} large tree {s:<19} first response {first * 1000:7.1f} ms  "
+                      f"idle CPU {idle * 100:5.2f}%  {result['rps']:>10,.0f} req/s  "
+                      f"{result['cpu_us_per_req']:>6.1f} us/req  RSS {result['rss_mib']:6.1f} MiB  "
+                      f"errors {result['errors']}", flush=True)
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, signal.SIGKILL)
+    return runs, files, distinct
+
+
 def target_rows(medians, many):
-    """Issue 6's targets, each checked against this run's medians (loadgen driver)."""
+    """The project's targets, each checked against this run's medians (loadgen driver)."""
     def m(workload, server):
         return medians.get((workload, "loadgen", server))
 
@@ -254,6 +366,16 @@ def target_rows(medians, many):
     check("server RSS <= 2 KiB per idle connection", big,
           lambda: m(big, rs)["rss_per_conn_bytes"] / 1024, 2.0, at_most=True, unit="KiB")
     check(">= 0.9x its 100-connection req/s", big, lambda: m(big, rs)["rps"] / m(small, rs)["rps"], 0.9)
+    large = "large tree"
+    check("start to first response <= 100 ms", large, lambda: m(large, rs)["start_ms"], 100,
+          at_most=True, unit="ms")
+    check("idle CPU <= 0.5% of a core", large, lambda: m(large, rs)["idle_cpu_pct"], 0.5,
+          at_most=True, unit="%")
+    check("RSS <= cache budget (256 MiB) + 20 MiB", large, lambda: m(large, rs)["rss_mib"], 276,
+          at_most=True, unit="MiB")
+    check(">= 1.5x nginx req/s", large, lambda: m(large, rs)["rps"] / m(large, ng)["rps"], 1.5)
+    check("server CPU per request <= 0.7x nginx's", large,
+          lambda: m(large, rs)["cpu_us_per_req"] / m(large, ng)["cpu_us_per_req"], 0.7, at_most=True)
     return rows
 
 
@@ -313,6 +435,7 @@ def main():
     ]
     if args.only:
         workloads = [w for w in workloads if args.only in w["name"]]
+    large_tree = not args.only or args.only in "large tree"
     servers = args.servers.split(",") if args.servers else list(ports)
     procs = {}
     runs = []
@@ -333,7 +456,7 @@ def main():
     signal.signal(signal.SIGTERM, stop_all)
     try:
         cmds = server_commands(ports)
-        for s in servers:
+        for s in servers if workloads else []:
             procs[s] = start(s, cmds[s], ports[s])
         for rnd in range(rounds):
             for w in workloads:
@@ -357,6 +480,13 @@ def main():
                             failed = True
     finally:
         stop_all()
+    large = ([s for s in servers if s != "ringserve-blocking"] if large_tree else [])
+    large_files = 0
+    if large:
+        large_runs, large_files, large_distinct = run_large_tree(large, ports, rounds, duration, args.quick)
+        runs += large_runs
+        failed = failed or any(r["requests"] == 0 for r in large_runs)
+        workloads.append({"name": "large tree", "path": "/index.html", "drivers": ["loadgen"]})
     medians = {}
     for w in workloads:
         for d in w["drivers"]:
@@ -388,6 +518,9 @@ def main():
                     cell += f", {m['body_bytes_per_sec'] / 1e9:.2f} GB/s"
                 if "rss_per_conn_bytes" in m:
                     cell += f", {m['rss_per_conn_bytes']:,.0f} B RSS/conn"
+                if "start_ms" in m:
+                    cell += (f", first response {m['start_ms']:.0f} ms, idle CPU {m['idle_cpu_pct']:.2f}%, "
+                             f"RSS {m['rss_mib']:.0f} MiB")
                 if m["errors"]:
                     cell += f", **{m['errors']:.0f} errors**"
                 cells.append(cell)
@@ -395,7 +528,7 @@ def main():
                                    if (w["name"], d, other) in medians and medians[(w["name"], d, other)]["rps"] else "-")
             md.append(f"| {w['name']} | {d} | " + " | ".join(cells) + f" | {ratio('lighttpd')} | {ratio('nginx')} |")
     md.append("")
-    md.append("Issue 6's targets in this run (ringserve, loadgen driver; ratios of medians):")
+    md.append("The project's targets in this run (ringserve, loadgen driver; ratios of medians):")
     md.append("")
     md.append("| workload | target | measured | met |")
     md.append("|---|---|---|---|")
@@ -404,6 +537,15 @@ def main():
     md.append("")
     md.append("lighttpd 1.4 has no option to serve precompressed siblings, so in the page-load mix it sends the "
               "identity files (more bytes); the others send .br/.gz.")
+    md.append("")
+    md.append("Cache modes: on the small roots ringserve fills its file cache at start-up (`--warm`) and does "
+              "not re-check files (`--revalidate-interval 0`), like nginx's `open_file_cache` without expiry. "
+              + (f"In the large tree ({large_files:,} files, {large_distinct:,} distinct paths requested with "
+                 "Zipf-like popularity, 5 s warm-up) every server starts fresh: ringserve finds files on first "
+                 "request and re-checks them every 500 ms, nginx has `open_file_cache max=16384 "
+                 "open_file_cache_valid 1s open_file_cache_errors on`, lighttpd and h2o their default caches; "
+                 "each cell adds time from spawn to first response, idle CPU before load, and RSS after the run."
+                 if large else ""))
     text = "\n".join(md) + "\n"
     with open(os.path.join(OUT, "results.md"), "w") as f:
         f.write(text)
