@@ -1,0 +1,419 @@
+//! Accepting connections and receiving requests: the multishot accept, the multishot recv with
+//! its byte limit and the one place that decides whether a connection should receive
+//! (`settle_recv`), input and held buffers (backpressure), and serving what arrived (with the
+//! file cache filled on a miss).
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{cqueue, opcode, types};
+
+use super::buf_ring::BUFFER_GROUP;
+use super::pool::Pool;
+use super::slots::{Phase, Slot, Timer, NO_BUFFER};
+use super::token::{Op, Token};
+use super::{fixed, ring, Worker};
+use crate::batch::Batch;
+use crate::files::FileCache;
+use crate::http::date::DateCache;
+use crate::http::ParseLimits;
+use crate::limits::{
+    HELD_BUFFERS_PER_CONNECTION_MAX, HELD_BUFFERS_TOTAL_MAX, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES,
+};
+use crate::serve::{self, KeyBuffer, Shared};
+
+impl Worker {
+    pub(super) fn arm_accept(&mut self) {
+        // Direct accept (Linux 5.19): each socket goes straight into the ring's fixed-file
+        // table and is never a process descriptor, so later operations skip the fd-table
+        // lookup and refcounting (shared by all threads), and no descriptor number can be
+        // reused under an operation in flight.
+        let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .allocate_file_index(true)
+            .build()
+            .user_data(Token::worker(Op::Accept).pack());
+        // SAFETY: multishot accept without a sockaddr carries no pointer.
+        unsafe { ring::push(&mut self.ring, &entry) };
+        self.accept_armed = true;
+    }
+
+    pub(super) fn arm_recv(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        let token = Token { op: Op::Recv, generation: slot.generation, slot: index };
+        let mut entry = opcode::RecvMulti::new(fixed(slot.fd), BUFFER_GROUP).build();
+        if self.recv_limit {
+            // No more than the input buffer can still take: then whatever the kernel receives
+            // before we look fits in it, nothing is ever held, and once the input is full the
+            // recv simply ends and TCP's window holds the client back.
+            let room = INPUT_BUFFER_BYTES - slot.input_len as usize;
+            entry = ring::with_total_limit(entry, room.max(RECV_BUFFER_BYTES) as u32);
+        }
+        let entry = entry.user_data(token.pack());
+        slot.recv_armed = true;
+        slot.recv_cancelling = false;
+        // SAFETY: the recv names a buffer group, not a buffer: the kernel picks buffers from
+        // `bufs`, which outlives the ring.
+        unsafe { ring::push(&mut self.ring, &entry) };
+    }
+
+    pub(super) fn on_accept(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if result < 0 {
+            if result != -libc::ECANCELED {
+                self.counters.accept_errors += 1;
+                // EMFILE/ENFILE/ENOMEM: retry on the next tick, not in a busy loop.
+                self.accept_backoff = true;
+            }
+        } else {
+            self.on_accepted(result);
+        }
+        if !self.accept_armed && !self.accept_backoff && self.draining_until.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    pub(super) fn on_accepted(&mut self, fd: RawFd) {
+        let refuse = self.slots.live() >= self.max_connections || self.draining_until.is_some();
+        let opened = if refuse { None } else { self.slots.open(fd) };
+        match opened {
+            Some(index) => {
+                self.counters.accepted += 1;
+                self.arm_recv(index);
+                self.slots.arm(index, Timer::Header, self.now + self.ticks.header);
+            }
+            None => {
+                self.counters.refused += 1;
+                let entry = opcode::Close::new(fixed(fd))
+                    .build()
+                    .user_data(Token::worker(Op::Reject).pack());
+                // SAFETY: close carries no pointer.
+                unsafe { ring::push(&mut self.ring, &entry) };
+            }
+        }
+    }
+
+    pub(super) fn on_recv(&mut self, token: Token, result: i32, flags: u32) {
+        let buffer = cqueue::buffer_select(flags);
+        let Some(slot) = self.slots.current(token.slot, token.generation) else {
+            if let Some(bid) = buffer {
+                self.bufs.give_back(bid);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            slot.recv_armed = false;
+        }
+        let phase = slot.phase;
+        match (result, buffer) {
+            (n, Some(bid)) if n > 0 => match phase {
+                Phase::Open => self.on_data(token.slot, bid, n as usize),
+                Phase::Lingering | Phase::Closing | Phase::Free => self.bufs.give_back(bid),
+            },
+            (0, _) => self.on_eof(token.slot),
+            (e, _) if e == -libc::ENOBUFS => {
+                // The buffer ring ran dry. Re-arming now would fail the same way, in a loop:
+                // wait for the end of this turn, when the buffers in hand are back.
+                self.counters.enobufs += 1;
+                let slot = self.slots.get(token.slot);
+                if !slot.starved {
+                    slot.starved = true;
+                    self.starved.push((token.slot, token.generation));
+                }
+            }
+            (e, _) if e == -libc::ECANCELED => {}
+            // A kernel older than 6.17 refuses the byte limit: re-arm without it (below);
+            // the held-buffer caps in `absorb` bound what a connection takes instead.
+            (e, _) if e == -libc::EINVAL && self.recv_limit => self.recv_limit = false,
+            _ => self.begin_close(token.slot),
+        }
+        self.settle_recv(token.slot);
+        self.finish_close(token.slot);
+    }
+
+    /// Arms the connection's recv if it wants one and has none. The one place that decides,
+    /// called after every completion that concerns the connection (recv, send, fill, cancel,
+    /// shutdown), so no order of completions can leave a connection that should receive with
+    /// no recv armed.
+    pub(super) fn settle_recv(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        if slot.recv_armed || slot.eof || slot.starved {
+            return;
+        }
+        let wants = match slot.phase {
+            // Not while its input is backed up behind unsent responses: then TCP's window
+            // holds the client back, not our memory.
+            Phase::Open => {
+                !slot.session.closing
+                    && slot.held_head == NO_BUFFER
+                    && slot.input_len as usize <= INPUT_BUFFER_BYTES / 2
+            }
+            Phase::Lingering => true,
+            Phase::Closing | Phase::Free => false,
+        };
+        if wants {
+            self.arm_recv(index);
+        }
+    }
+
+    /// `settle_recv` for the connection a completion was for, if it is still open.
+    pub(super) fn settle_current(&mut self, token: Token) {
+        if self.slots.current(token.slot, token.generation).is_some() {
+            self.settle_recv(token.slot);
+        }
+    }
+
+    /// Re-arms the receives that ran out of buffers during this turn: their buffers have been
+    /// given back by now, and are published before the next submission.
+    pub(super) fn rearm_starved(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.starved, &mut self.starved_spare);
+        let mut waiting = std::mem::take(&mut self.starved_spare);
+        for &(index, generation) in &waiting {
+            if let Some(slot) = self.slots.current(index, generation) {
+                slot.starved = false;
+                self.settle_recv(index);
+            }
+        }
+        waiting.clear();
+        self.starved_spare = waiting;
+    }
+
+    /// The client closed its sending side: answer every complete request it sent (the last
+    /// one with `Connection: close`), then close.
+    pub(super) fn on_eof(&mut self, index: u32) {
+        let slot = self.slots.get(index);
+        slot.eof = true; // nothing more will come: never re-arm
+        slot.session.peer_closed = true;
+        match slot.phase {
+            Phase::Open => {
+                self.drain_input(index);
+                self.after_progress(index);
+            }
+            Phase::Lingering => self.begin_close(index),
+            Phase::Closing | Phase::Free => {}
+        }
+    }
+
+    pub(super) fn on_data(&mut self, index: u32, bid: u16, len: usize) {
+        let slot = self.slots.get(index);
+        let next_in_stream = slot.input.is_none() && slot.held_head == NO_BUFFER;
+        // Request-body bytes next in the stream are dropped on arrival, even while a send is
+        // in flight: a large upload never fills the input or holds receive buffers.
+        let mut from = 0;
+        if next_in_stream && slot.session.skip_bytes > 0 {
+            let skip = slot.session.skip_bytes.min(len as u64);
+            slot.session.skip_bytes -= skip;
+            from = skip as usize;
+            if from == len {
+                self.bufs.give_back(bid);
+                self.after_progress(index);
+                return;
+            }
+        }
+        if next_in_stream && !slot.sending {
+            let data = &self.bufs.data(bid, len)[from..];
+            let env = Env {
+                date: &self.date,
+                limits: &self.limits,
+                keepalive_requests: self.keepalive_requests,
+                now_ms: self.now_ms,
+            };
+            let slot = self.slots.get(index);
+            let consumed = serve_all(slot, data, &mut self.batches, &mut self.files, &env);
+            if consumed < data.len() {
+                let input_index = self.inputs.take();
+                let input = self.inputs.get(input_index);
+                let rest = &data[consumed..];
+                input[..rest.len()].copy_from_slice(rest);
+                let slot = self.slots.get(index);
+                slot.input = Some(input_index);
+                slot.input_len = rest.len() as u32;
+            }
+            self.bufs.give_back(bid);
+        } else {
+            self.absorb(index, bid, from, len);
+            self.drain_input(index);
+        }
+        self.after_progress(index);
+    }
+
+    /// Copies received bytes behind the slot's pending input; when the input buffer is full
+    /// (the client pipelines faster than it reads responses), holds the receive buffer and
+    /// stops receiving until the backlog drains. Completions already in the CQ when the recv
+    /// is cancelled are held too, in arrival order: no byte is dropped.
+    pub(super) fn absorb(&mut self, index: u32, bid: u16, from: usize, len: usize) {
+        let slot = self.slots.get(index);
+        let input_len = slot.input_len as usize;
+        if slot.held_head != NO_BUFFER || input_len + len - from > INPUT_BUFFER_BYTES {
+            if slot.held_count >= HELD_BUFFERS_PER_CONNECTION_MAX
+                || self.held_total >= HELD_BUFFERS_TOTAL_MAX
+            {
+                // More than the receive window lets through after a cancel: never let one
+                // client take the buffers everyone else needs.
+                self.counters.overruns += 1;
+                self.bufs.give_back(bid);
+                self.begin_close(index);
+                return;
+            }
+            slot.held_count += 1;
+            self.held_total += 1;
+            self.held_next[usize::from(bid)] = NO_BUFFER;
+            self.held_len[usize::from(bid)] = len as u32;
+            self.held_from[usize::from(bid)] = from as u16;
+            if slot.held_tail == NO_BUFFER {
+                slot.held_head = bid;
+            } else {
+                self.held_next[usize::from(slot.held_tail)] = bid;
+            }
+            slot.held_tail = bid;
+            let cancel = slot.recv_armed && !slot.recv_cancelling;
+            if cancel {
+                slot.recv_cancelling = true;
+                let recv = Token { op: Op::Recv, generation: slot.generation, slot: index };
+                self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(recv.pack()).build());
+            }
+            return;
+        }
+        self.copy_to_input(index, bid, from, len);
+    }
+
+    /// Appends a receive buffer's bytes to the slot's input (the caller checked the room) and
+    /// gives the buffer back.
+    pub(super) fn copy_to_input(&mut self, index: u32, bid: u16, from: usize, len: usize) {
+        let slot = self.slots.get(index);
+        let input_len = slot.input_len as usize;
+        let data = &self.bufs.data(bid, len)[from..];
+        debug_assert!(input_len + data.len() <= INPUT_BUFFER_BYTES);
+        let input_index = *slot.input.get_or_insert_with(|| self.inputs.take());
+        slot.input_len += data.len() as u32;
+        self.inputs.get(input_index)[input_len..input_len + data.len()].copy_from_slice(data);
+        self.bufs.give_back(bid);
+    }
+
+    /// Removes the first held buffer if it fits behind the pending input.
+    pub(super) fn pop_held_if_fits(&mut self, index: u32) -> Option<(u16, usize, usize)> {
+        let slot = self.slots.get(index);
+        let bid = slot.held_head;
+        if bid == NO_BUFFER {
+            return None;
+        }
+        let len = self.held_len[usize::from(bid)] as usize;
+        let from = usize::from(self.held_from[usize::from(bid)]);
+        if slot.input_len as usize + len - from > INPUT_BUFFER_BYTES {
+            return None;
+        }
+        slot.held_head = self.held_next[usize::from(bid)];
+        if slot.held_head == NO_BUFFER {
+            slot.held_tail = NO_BUFFER;
+        }
+        slot.held_count -= 1;
+        self.held_total -= 1;
+        Some((bid, from, len))
+    }
+
+    /// Serves from the input buffer until it is empty, the batch is full, or a send is needed.
+    pub(super) fn drain_input(&mut self, index: u32) {
+        loop {
+            let slot = self.slots.get(index);
+            if slot.sending || slot.phase != Phase::Open {
+                return;
+            }
+            if let Some(input_index) = slot.input {
+                let len = slot.input_len as usize;
+                let input = self.inputs.get(input_index);
+                let env = Env {
+                    date: &self.date,
+                    limits: &self.limits,
+                    keepalive_requests: self.keepalive_requests,
+                    now_ms: self.now_ms,
+                };
+                let slot = self.slots.get(index);
+                let consumed =
+                    serve_all(slot, &input[..len], &mut self.batches, &mut self.files, &env);
+                input.copy_within(consumed..len, 0);
+                let slot = self.slots.get(index);
+                slot.input_len = (len - consumed) as u32;
+                if slot.input_len == 0 {
+                    slot.input = None;
+                    self.inputs.put(input_index);
+                }
+            }
+            // Move held buffers into the input; if none fits, a send must drain it first.
+            let Some((bid, from, len)) = self.pop_held_if_fits(index) else { return };
+            self.copy_to_input(index, bid, from, len);
+            while let Some((bid, from, len)) = self.pop_held_if_fits(index) {
+                self.copy_to_input(index, bid, from, len);
+            }
+        }
+    }
+
+    /// After handling input or a send: send what is queued, resume receiving, pick the timer.
+    pub(super) fn after_progress(&mut self, index: u32) {
+        self.flush(index);
+        let slot = self.slots.get(index);
+        if slot.phase != Phase::Open {
+            return;
+        }
+        if slot.sending {
+            return; // flush armed the send timer
+        }
+        if slot.eof {
+            // Everything the client sent is answered and sent; what is left is at most part
+            // of a request that can never complete.
+            self.begin_close(index);
+            return;
+        }
+        // The header timer runs from a head's first byte and is never extended (slow
+        // headers); the idle timer is, by every byte of a request body being skipped.
+        let timer = if slot.input.is_some() { Timer::Header } else { Timer::Idle };
+        let body_arriving = timer == Timer::Idle && slot.session.skip_bytes > 0;
+        if slot.timer != timer || body_arriving {
+            let ticks = if timer == Timer::Header { self.ticks.header } else { self.ticks.idle };
+            self.slots.arm(index, timer, self.now + ticks);
+        }
+    }
+}
+
+/// What serving needs from the worker besides the connection, the batches and the cache.
+struct Env<'a> {
+    date: &'a DateCache,
+    limits: &'a ParseLimits,
+    keepalive_requests: u32,
+    now_ms: u64,
+}
+
+/// Serves what `input` holds into the slot's batch (taken from the pool if it has none);
+/// returns the bytes used. A request for a path the cache does not know (or must re-check) is
+/// filled in place, then serving goes on.
+fn serve_all(
+    slot: &mut Slot,
+    input: &[u8],
+    batches: &mut Pool<Batch>,
+    files: &mut FileCache,
+    env: &Env<'_>,
+) -> usize {
+    let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
+    let mut used = 0;
+    loop {
+        let shared = Shared {
+            files,
+            now_ms: env.now_ms,
+            date: env.date,
+            limits: env.limits,
+            keepalive_requests: env.keepalive_requests,
+        };
+        let served = slot.session.serve_all(&input[used..], &shared, batches.get(batch_index));
+        used += served.used;
+        if !served.miss {
+            return used;
+        }
+        let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
+        match serve::miss_key(&input[used..], env.limits, &mut key) {
+            Some(key) => files.fill(key, env.now_ms),
+            None => return used, // cannot happen: the miss was for a complete request
+        }
+    }
+}
