@@ -18,7 +18,7 @@
 //! A hit touches one `Cell<bool>`, so `get` takes `&self`. Evicting drops the cache's `Arc`;
 //! batches still sending from the entry hold their own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -89,6 +89,9 @@ struct DirStamp {
     ctime_nanos: i128,
 }
 
+/// A directory's stamp (`None` if it could not be read) and when it was taken.
+type DirSeen = (Option<DirStamp>, u64);
+
 struct Slot {
     key: Box<[u8]>,
     answer: Answer,
@@ -125,6 +128,9 @@ pub struct FileCache {
     limits: CacheLimits,
     hits: Cell<u64>,
     counters: CacheCounters,
+    /// Each directory's stamp and when it was taken: entries of one directory share one
+    /// `statx` of it per interval (it tells whether a `.br`/`.gz` sibling appeared).
+    dir_stamps: RefCell<HashMap<Box<[u8]>, DirSeen>>,
 }
 
 impl FileCache {
@@ -153,6 +159,7 @@ impl FileCache {
             limits: CacheLimits { entries: limits.entries.max(1), ..limits },
             hits: Cell::new(0),
             counters: CacheCounters::default(),
+            dir_stamps: RefCell::new(HashMap::new()),
         }
     }
 
@@ -208,7 +215,7 @@ impl FileCache {
             let unchanged = match &self.slots[index as usize] {
                 Some(Slot { answer: Answer::File(entry), dir, .. }) => {
                     self.counters.revalidations += 1;
-                    self.unchanged(key, entry, *dir)
+                    self.unchanged(key, entry, *dir, now_ms)
                 }
                 _ => false,
             };
@@ -219,7 +226,7 @@ impl FileCache {
         } else {
             self.counters.misses += 1;
         }
-        let (answer, dir) = self.open_answer(key);
+        let (answer, dir) = self.open_answer(key, now_ms);
         if let Some(index) = existing {
             let had_file =
                 matches!(self.slots[index as usize], Some(Slot { answer: Answer::File(_), .. }));
@@ -361,8 +368,7 @@ impl FileCache {
 
     /// Whether a cached file is still what `statx` sees now: the file (by path, so a
     /// replacement by rename is seen), its variants, and its directory (a sibling appearing).
-    fn unchanged(&self, key: &[u8], entry: &Entry, dir: Option<DirStamp>) -> bool {
-        let mut path = [0u8; PATH_BYTES_MAX];
+    fn unchanged(&self, key: &[u8], entry: &Entry, dir: Option<DirStamp>, now_ms: u64) -> bool {
         let same = |suffix: &[u8], stamp: Option<Stamp>| -> bool {
             let now = c_path(key, suffix, &mut [0u8; PATH_BYTES_MAX]).and_then(|p| {
                 statx_at(self.root.as_raw_fd(), p.as_ptr().cast()).ok().map(|s| Stamp::of_statx(&s))
@@ -377,15 +383,41 @@ impl FileCache {
         {
             return false;
         }
-        let parent = parent_of(key);
-        let dir_now = c_path(parent, b"", &mut path)
+        self.dir_stamp(parent_of(key), now_ms) == dir
+    }
+
+    /// The stamp of directory `dir`, taken at most once per revalidation interval and shared
+    /// by all its entries. No allocation for a directory seen before.
+    fn dir_stamp(&self, dir: &[u8], now_ms: u64) -> Option<DirStamp> {
+        let mut stamps = self.dir_stamps.borrow_mut();
+        let fresh = |checked: u64| {
+            self.limits
+                .revalidate_ms
+                .is_none_or(|interval| now_ms.saturating_sub(checked) < interval)
+        };
+        if let Some((stamp, checked)) = stamps.get(dir) {
+            if fresh(*checked) {
+                return *stamp;
+            }
+        }
+        let mut path = [0u8; PATH_BYTES_MAX];
+        let stamp = c_path(dir, b"", &mut path)
             .and_then(|p| statx_at(self.root.as_raw_fd(), p.as_ptr().cast()).ok())
             .map(|s| DirStamp::of(&s));
-        dir_now == dir
+        match stamps.get_mut(dir) {
+            Some(known) => *known = (stamp, now_ms),
+            None => {
+                if stamps.len() >= self.limits.entries {
+                    stamps.clear(); // bounded like the cache; refilled as directories are seen
+                }
+                stamps.insert(dir.into(), (stamp, now_ms));
+            }
+        }
+        stamp
     }
 
     /// Opens `key` beneath the root and decides what it is.
-    fn open_answer(&self, key: &[u8]) -> (Answer, Option<DirStamp>) {
+    fn open_answer(&self, key: &[u8], now_ms: u64) -> (Answer, Option<DirStamp>) {
         let file = match self.open_beneath(key, b"") {
             Ok(file) => file,
             Err(e) => return (answer_for_error(&e), None),
@@ -400,16 +432,24 @@ impl FileCache {
         if !meta.is_file() {
             return (Answer::Missing, None); // FIFO, socket, device: never served
         }
-        let mut buf = [0u8; PATH_BYTES_MAX];
-        let dir = c_path(parent_of(key), b"", &mut buf)
-            .and_then(|p| statx_at(self.root.as_raw_fd(), p.as_ptr().cast()).ok())
-            .map(|s| DirStamp::of(&s));
+        let dir = self.dir_stamp(parent_of(key), now_ms);
         let content_type = mime::content_type(&file_name(key));
         let (bytes, stamp) = match Entry::read_or_map(file) {
             Ok(opened) => opened,
             Err(e) => return (answer_for_error(&e), None),
         };
         let variant = |suffix: &[u8], encoding: &str| -> Result<Option<Arc<Entry>>, Answer> {
+            // Most files have no sibling: a `statx` says so without allocating an open file
+            // (which `openat2` does before it finds nothing). One that exists is then opened
+            // beneath the root like any file.
+            let mut buf = [0u8; PATH_BYTES_MAX];
+            let probe = c_path(key, suffix, &mut buf)
+                .map(|p| statx_at(self.root.as_raw_fd(), p.as_ptr().cast()));
+            if let Some(Err(e)) = &probe {
+                if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
+                    return Ok(None);
+                }
+            }
             match self.open_beneath(key, suffix) {
                 Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
                     let (bytes, stamp) =
