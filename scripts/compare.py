@@ -546,7 +546,7 @@ def main():
     md.append("Cache modes: on the small roots ringserve fills its file cache at start-up (`--warm`) and does "
               "not re-check files (`--revalidate-interval 0`), like nginx's `open_file_cache` without expiry. "
               + (f"In the large tree ({large_files:,} files, {large_distinct:,} distinct paths requested with "
-                 "Zipf-like popularity, 5 s warm-up) every server starts fresh: ringserve finds files on first "
+                 "Zipf-like popularity, a warm-up run first) every server starts fresh: ringserve finds files on first "
                  "request and re-checks them every 500 ms, nginx has `open_file_cache max=16384 "
                  "open_file_cache_valid 1s open_file_cache_errors on`, lighttpd and h2o their default caches; "
                  "each cell adds time from spawn to first response, idle CPU before load, and RSS after the run."

@@ -104,12 +104,13 @@ fn non_readers_cannot_starve_others_blocking() {
     non_readers_cannot_starve_others(ENGINES[1], &[]);
 }
 
-/// Case 2: a mapped file truncated in place (as `cp new old` does) and asked for before any
-/// rescan. Tiny slices of it were copied in user space: SIGBUS killed the process.
+/// Case 2: a mapped file truncated in place (as `cp new old` does) and asked for before it is
+/// re-checked. Tiny slices of it were copied in user space: SIGBUS killed the process.
 #[test]
 fn truncated_mapped_file_never_crashes() {
     for flags in ENGINES {
-        let mut args = vec!["--watch-interval", "0"];
+        // One worker that never re-checks: the cached mapping outlives the truncation.
+        let mut args = vec!["--revalidate-interval", "0", "--threads", "1"];
         args.extend_from_slice(flags);
         let server = Server::start(
             |root| {
@@ -119,6 +120,8 @@ fn truncated_mapped_file_never_crashes() {
             &args,
         );
         let dir = server.root().to_path_buf();
+        let r = get(&server, "GET /m.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.body, pseudo_random_bytes(64 << 10, 3), "mapped and cached");
         let file = std::fs::OpenOptions::new().write(true).open(dir.join("m.bin")).unwrap();
         file.set_len(0).unwrap();
         file.write_all_at(b"short", 0).unwrap();
@@ -210,7 +213,7 @@ fn half_close_after_pipelined_requests_gets_every_answer() {
 #[test]
 fn a_growing_file_never_breaks_framing() {
     for flags in ENGINES {
-        let mut args = vec!["--watch-interval", "50"];
+        let mut args = vec!["--revalidate-interval", "50"];
         args.extend_from_slice(flags);
         let server = Server::start(
             |root| {
@@ -265,7 +268,7 @@ fn a_growing_file_never_breaks_framing() {
 fn out_of_descriptors_keeps_cached_files_served_and_answers_503_for_new_ones() {
     const CHANGED: [&str; 3] = ["x.bin", "y.bin", "z.bin"];
     for flags in ENGINES {
-        let mut args = vec!["--watch-interval", "100", "--threads", "1"];
+        let mut args = vec!["--revalidate-interval", "100", "--threads", "1"];
         args.extend_from_slice(flags);
         let server = Server::start(
             |root| {

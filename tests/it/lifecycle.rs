@@ -61,7 +61,7 @@ fn truncating_a_file_mid_download_closes_only_that_connection() {
     let received = first.len() + rest.len();
     assert!(received < 16 << 20, "got {received} bytes: the truncation went unnoticed");
     assert!(server.is_running(), "the server survived the truncation");
-    // Until the watcher's next rescan, the old (now truncated) mapping may still be chosen:
+    // Until the cache re-checks the file, the old (now truncated) mapping may still be chosen:
     // such a response fails the same way. After it, the new length is served.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(get(&server, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").body.len(), 1 << 20);
