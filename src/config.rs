@@ -78,7 +78,7 @@ pub struct Cli {
     pub cache_entries: u64,
 
     /// Most memory the file cache holds, in MiB, for all workers together: bodies read into
-    /// memory or mapped, and header fields.
+    /// memory, the part of mapped bodies sent from the mapping, and header fields.
     #[arg(long, default_value_t = limits::CACHE_MIB, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=1u64 << 20))]
     pub cache_mib: u64,

@@ -116,9 +116,9 @@ pub const CACHE_ENTRIES: u64 = 16_384;
 /// refuses further mappings; such a file is answered 503 and retried, never a crash.
 pub const CACHE_ENTRIES_MAX: u64 = 1 << 20;
 
-/// Default MiB the file cache holds (all workers together): bodies read into memory or mapped,
-/// and header fields. Mapped bodies live in the page cache; counting them keeps the resident
-/// size bounded too.
+/// Default MiB the file cache holds (all workers together): bodies read into memory, the part
+/// of mapped bodies that sendmsg faults into the process (at most 24 KiB each; larger ones are
+/// spliced), and header fields, so the resident size stays bounded too.
 pub const CACHE_MIB: u64 = 256;
 
 const _: () = {

@@ -195,11 +195,17 @@ impl Entry {
         self.br.is_some() || self.gzip.is_some()
     }
 
-    /// Bytes this entry accounts for in the cache budget: its body (read or mapped), header
-    /// fields and variants.
+    /// Bytes this entry accounts for in the cache budget: header fields, variants, and the
+    /// body's bytes that can become resident in the process: all of a body read into memory;
+    /// of a mapped one at most `SPLICE_BODY_BYTES_MIN`, since larger bodies are spliced from
+    /// the file and never touch the mapping (counting them whole would let one large video
+    /// push every small file out of the cache).
     pub fn weight(&self) -> usize {
-        let own =
-            self.len as usize + self.fields_200.len() + self.type_line.len() + self.meta.len();
+        let body = match &self.bytes {
+            Bytes::Mapped(..) => (self.len as usize).min(crate::batch::SPLICE_BODY_BYTES_MIN),
+            Bytes::Empty | Bytes::Copied(_) => self.len as usize,
+        };
+        let own = body + self.fields_200.len() + self.type_line.len() + self.meta.len();
         own + self.br.as_ref().map_or(0, |e| e.weight())
             + self.gzip.as_ref().map_or(0, |e| e.weight())
     }
