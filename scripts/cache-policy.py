@@ -2,6 +2,9 @@
 """Miss ratios of eviction policies (LRU, FIFO, CLOCK, S3-FIFO) on the large-tree request
 sequence that compare.sh generates (target/compare/large-paths.txt, cycled three times, as
 loadgen cycles it). Usage: scripts/cache-policy.py [CAPACITY] (default 16384 entries)."""
+import collections
+import sys
+
 paths = [l.strip() for l in open('target/compare/large-paths.txt') if l.strip()]
 trace = paths * 3          # loadgen cycles the file; three passes
 CAP = int(sys.argv[1]) if len(sys.argv) > 1 else 16384
