@@ -115,7 +115,7 @@ impl Worker {
 
     pub(super) fn on_tick(&mut self) {
         self.now = self.started.elapsed().as_millis() as u64 / TICK_MILLIS;
-        self.date.refresh(SystemTime::now());
+        self.serving.date.refresh(SystemTime::now());
         self.expire_timers();
         let freed = self.inputs.trim() + self.batches.trim();
         self.pipes.trim();
@@ -169,7 +169,9 @@ impl Worker {
         slot.session.closing = true;
         let batch = self.batches.get(batch_index);
         let status = Status::RequestTimeout;
-        if serve::push_error(batch, &self.date, status, false, false, Version::Http11).is_err() {
+        if serve::push_error(batch, &self.serving.date, status, false, false, Version::Http11)
+            .is_err()
+        {
             self.begin_close(index);
             return;
         }

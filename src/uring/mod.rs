@@ -26,7 +26,6 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::files::FileCache;
 use crate::http::date::DateCache;
-use crate::http::ParseLimits;
 use crate::limits::{
     CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
@@ -34,6 +33,7 @@ use crate::Error;
 
 use buf_ring::BufRing;
 use pool::Pool;
+use receive::Serving;
 use send::Pipes;
 use slots::{Slots, NO_BUFFER};
 use token::{Op, Token};
@@ -138,10 +138,9 @@ pub struct Worker {
     files: FileCache,
     /// Milliseconds since the worker started, read once per loop turn: the cache's clock.
     now_ms: u64,
-    limits: ParseLimits,
-    date: DateCache,
+    /// The Date header, parse limits and keep-alive limit every request is served with.
+    serving: Serving,
     ticks: Ticks,
-    keepalive_requests: u32,
     max_connections: u32,
     started: Instant,
     now: u64,
@@ -203,8 +202,11 @@ impl Worker {
             tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
             files,
             now_ms: 0,
-            limits: config.parse_limits,
-            date: DateCache::new(),
+            serving: Serving {
+                date: DateCache::new(),
+                limits: config.parse_limits,
+                keepalive_requests: config.keepalive_requests,
+            },
             ticks: Ticks {
                 header: secs(config.header_timeout),
                 idle: secs(config.keepalive_timeout),
@@ -212,7 +214,6 @@ impl Worker {
                 linger: crate::limits::LINGER_TIMEOUT_SECS.into(),
                 shutdown: config.shutdown_timeout.as_secs(),
             },
-            keepalive_requests: config.keepalive_requests,
             max_connections,
             started: Instant::now(),
             now: 0,

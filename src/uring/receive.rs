@@ -215,14 +215,9 @@ impl Worker {
         }
         if next_in_stream && !slot.sending {
             let data = &self.bufs.data(bid, len)[from..];
-            let env = Env {
-                date: &self.date,
-                limits: &self.limits,
-                keepalive_requests: self.keepalive_requests,
-                now_ms: self.now_ms,
-            };
             let slot = self.slots.get(index);
-            let consumed = serve_all(slot, data, &mut self.batches, &mut self.files, &env);
+            let (batches, files) = (&mut self.batches, &mut self.files);
+            let consumed = serve_all(slot, data, batches, files, &self.serving, self.now_ms);
             if consumed < data.len() {
                 let input_index = self.inputs.take();
                 let input = self.inputs.get(input_index);
@@ -324,15 +319,10 @@ impl Worker {
             if let Some(input_index) = slot.input {
                 let len = slot.input_len as usize;
                 let input = self.inputs.get(input_index);
-                let env = Env {
-                    date: &self.date,
-                    limits: &self.limits,
-                    keepalive_requests: self.keepalive_requests,
-                    now_ms: self.now_ms,
-                };
                 let slot = self.slots.get(index);
+                let (batches, files) = (&mut self.batches, &mut self.files);
                 let consumed =
-                    serve_all(slot, &input[..len], &mut self.batches, &mut self.files, &env);
+                    serve_all(slot, &input[..len], batches, files, &self.serving, self.now_ms);
                 input.copy_within(consumed..len, 0);
                 let slot = self.slots.get(index);
                 slot.input_len = (len - consumed) as u32;
@@ -377,12 +367,12 @@ impl Worker {
     }
 }
 
-/// What serving needs from the worker besides the connection, the batches and the cache.
-struct Env<'a> {
-    date: &'a DateCache,
-    limits: &'a ParseLimits,
-    keepalive_requests: u32,
-    now_ms: u64,
+/// What every request of a worker is served with besides its connection, batch and cache.
+pub(super) struct Serving {
+    /// The Date header value, refreshed by the tick.
+    pub(super) date: DateCache,
+    pub(super) limits: ParseLimits,
+    pub(super) keepalive_requests: u32,
 }
 
 /// Serves what `input` holds into the slot's batch (taken from the pool if it has none);
@@ -393,17 +383,18 @@ fn serve_all(
     input: &[u8],
     batches: &mut Pool<Batch>,
     files: &mut FileCache,
-    env: &Env<'_>,
+    serving: &Serving,
+    now_ms: u64,
 ) -> usize {
     let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
     let mut used = 0;
     loop {
         let shared = Shared {
             files,
-            now_ms: env.now_ms,
-            date: env.date,
-            limits: env.limits,
-            keepalive_requests: env.keepalive_requests,
+            now_ms,
+            date: &serving.date,
+            limits: &serving.limits,
+            keepalive_requests: serving.keepalive_requests,
         };
         let served = slot.session.serve_all(&input[used..], &shared, batches.get(batch_index));
         used += served.used;
@@ -411,8 +402,8 @@ fn serve_all(
             return used;
         }
         let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
-        match serve::miss_key(&input[used..], env.limits, &mut key) {
-            Some(key) => files.fill(key, env.now_ms),
+        match serve::miss_key(&input[used..], &serving.limits, &mut key) {
+            Some(key) => files.fill(key, now_ms),
             None => return used, // cannot happen: the miss was for a complete request
         }
     }
