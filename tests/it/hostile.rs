@@ -14,20 +14,6 @@ use crate::support::*;
 /// Every engine the suite runs against, as its extra flags.
 const ENGINES: [&[&str]; 2] = [&[], &["--engine", "blocking"]];
 
-/// Server CPU time (user + system, whole process) in seconds, from /proc/PID/stat.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no pointer arguments.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-/// Open descriptors of a process.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
 /// Fetches `/index.html` on a fresh connection; panics if it is not served in full.
 fn fetch_index(server: &Server) -> Duration {
     let started = Instant::now();
@@ -457,7 +443,7 @@ fn if_modified_since_in_the_future_is_ignored_by(flags: &[&str]) {
 fn descriptors_return_to_baseline_after_hostile_clients() {
     let server = Server::start(root_with_big, &["--threads", "1"]);
     fetch_index(&server);
-    let baseline = fd_count(server.pid());
+    let baseline = open_fds(server.pid());
     for i in 0..50 {
         let mut stream = server.connect();
         let _ = stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -469,9 +455,9 @@ fn descriptors_return_to_baseline_after_hostile_clients() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fd_count(server.pid()) > baseline + 2 && Instant::now() < deadline {
+    while open_fds(server.pid()) > baseline + 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Idle splice pipes are closed a tick after their last use.
-    assert!(fd_count(server.pid()) <= baseline + 2, "{} vs {baseline}", fd_count(server.pid()));
+    assert!(open_fds(server.pid()) <= baseline + 2, "{} vs {baseline}", open_fds(server.pid()));
 }

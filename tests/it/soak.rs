@@ -26,21 +26,6 @@ fn contents(index: usize) -> Vec<u8> {
     pseudo_random_bytes(FILES[index].1, 1000 + index as u64)
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-/// Anonymous resident memory (heap, buffers, stacks): file pages of the served files, which
-/// the kernel can drop at will, are left out.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn soak_mixed_load_is_byte_exact_and_leaves_nothing_behind() {
     let secs: u64 =
@@ -55,7 +40,7 @@ fn soak_mixed_load_is_byte_exact_and_leaves_nothing_behind() {
         &["--keepalive-requests", "100000000", "--warm"],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let (fds_before, rss_before) = (open_fds(server.pid()), rss_kib(server.pid()));
+    let (fds_before, rss_before) = (open_fds(server.pid()), status_kib(server.pid(), "RssAnon"));
     let files: Arc<Vec<Vec<u8>>> = Arc::new((0..FILES.len()).map(contents).collect());
     let requests = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -124,7 +109,7 @@ fn soak_mixed_load_is_byte_exact_and_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(2500));
-    let (fds_after, rss_after) = (open_fds(server.pid()), rss_kib(server.pid()));
+    let (fds_after, rss_after) = (open_fds(server.pid()), status_kib(server.pid(), "RssAnon"));
     eprintln!(
         "soak: {total} requests by {CLIENTS} clients in {secs} s, 0 mismatches; fds {fds_before} -> {fds_after}; \
          anonymous RSS {rss_before} -> {rss_after} KiB"
