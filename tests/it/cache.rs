@@ -7,9 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Every engine, as its extra flags.
-const ENGINES: [&[&str]; 2] = [&[], &["--engine", "blocking"]];
-
 /// Files in the large tree: 400 directories of 500.
 const LARGE_DIRS: usize = 400;
 const LARGE_FILES_PER_DIR: usize = 500;
@@ -74,8 +71,7 @@ fn changes_of_every_kind_show_within_a_second() {
     for flags in ENGINES {
         // One worker: each worker re-checks its own cache, so with two a fresh connection could
         // meet the other worker's copy, still within its interval.
-        let mut args = vec!["--threads", "1"];
-        args.extend_from_slice(flags);
+        let args = with_engine(&["--threads", "1"], flags);
         let server = Server::start(demo_root, &args);
         let root = server.root().to_path_buf();
         let mut client = Client::new(&server);
@@ -182,8 +178,8 @@ impl Status404 {
 #[test]
 fn a_small_cache_evicts_and_every_body_stays_exact() {
     for flags in ENGINES {
-        let mut args = vec!["--cache-entries", "8", "--cache-mib", "1", "--threads", "1"];
-        args.extend_from_slice(flags);
+        let args =
+            with_engine(&["--cache-entries", "8", "--cache-mib", "1", "--threads", "1"], flags);
         let server = Server::start(
             |root| {
                 for i in 0..40 {
@@ -227,9 +223,10 @@ fn a_small_cache_evicts_and_every_body_stays_exact() {
 #[test]
 fn unservable_paths_get_a_4xx_and_floods_stay_bounded() {
     for flags in ENGINES {
-        let mut args =
-            vec!["--cache-entries", "500", "--threads", "1", "--keepalive-requests", "100000"];
-        args.extend_from_slice(flags);
+        let args = with_engine(
+            &["--cache-entries", "500", "--threads", "1", "--keepalive-requests", "100000"],
+            flags,
+        );
         let server = Server::start(
             |root| {
                 demo_root(root);

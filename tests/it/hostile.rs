@@ -11,9 +11,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Every engine the suite runs against, as its extra flags.
-const ENGINES: [&[&str]; 2] = [&[], &["--engine", "blocking"]];
-
 /// Fetches `/index.html` on a fresh connection; panics if it is not served in full.
 fn fetch_index(server: &Server) -> Duration {
     let started = Instant::now();
@@ -30,8 +27,7 @@ fn root_with_big(root: &std::path::Path) {
 /// Case 1: 300 connections each pipeline 300 KB of requests for a large file and never read.
 /// They once took every receive buffer: a new client timed out and the worker spun on ENOBUFS.
 fn non_readers_cannot_starve_others(flags: &[&str], envs: &[(&str, &str)]) {
-    let mut args = vec!["--threads", "1"];
-    args.extend_from_slice(flags);
+    let args = with_engine(&["--threads", "1"], flags);
     let server = Server::start_env(root_with_big, &args, envs);
     let request = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n";
     let burst: Vec<u8> = request.iter().copied().cycle().take(300_000).collect();
@@ -96,8 +92,7 @@ fn non_readers_cannot_starve_others_blocking() {
 fn truncated_mapped_file_never_crashes() {
     for flags in ENGINES {
         // One worker that never re-checks: the cached mapping outlives the truncation.
-        let mut args = vec!["--revalidate-interval", "0", "--threads", "1"];
-        args.extend_from_slice(flags);
+        let args = with_engine(&["--revalidate-interval", "0", "--threads", "1"], flags);
         let server = Server::start(
             |root| {
                 demo_root(root);
@@ -199,8 +194,7 @@ fn half_close_after_pipelined_requests_gets_every_answer() {
 #[test]
 fn a_growing_file_never_breaks_framing() {
     for flags in ENGINES {
-        let mut args = vec!["--revalidate-interval", "50"];
-        args.extend_from_slice(flags);
+        let args = with_engine(&["--revalidate-interval", "50"], flags);
         let server = Server::start(
             |root| {
                 demo_root(root);
@@ -254,8 +248,7 @@ fn a_growing_file_never_breaks_framing() {
 fn out_of_descriptors_keeps_cached_files_served_and_answers_503_for_new_ones() {
     const CHANGED: [&str; 3] = ["x.bin", "y.bin", "z.bin"];
     for flags in ENGINES {
-        let mut args = vec!["--revalidate-interval", "100", "--threads", "1"];
-        args.extend_from_slice(flags);
+        let args = with_engine(&["--revalidate-interval", "100", "--threads", "1"], flags);
         let server = Server::start(
             |root| {
                 demo_root(root);
@@ -369,8 +362,7 @@ fn a_slow_body_extends_the_idle_timer() {
     for flags in ENGINES {
         // Two seconds: with the one-second tick, a deadline is between one and two seconds
         // away, and the body below takes 2.4 s to arrive.
-        let mut args = vec!["--keepalive-timeout", "2"];
-        args.extend_from_slice(flags);
+        let args = with_engine(&["--keepalive-timeout", "2"], flags);
         let server = Server::start(demo_root, &args);
         let mut stream = server.connect();
         stream.write_all(b"POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 16\r\n\r\n").unwrap();

@@ -9,6 +9,14 @@ use std::time::Duration;
 /// Seconds any single read in a test may block before the test fails instead of hanging.
 pub const IO_TIMEOUT_SECS: u64 = 10;
 
+/// Every engine a suite runs against, as its extra flags.
+pub const ENGINES: [&[&str]; 2] = [&[], &["--engine", "blocking"]];
+
+/// `extra` flags followed by an engine's flags.
+pub fn with_engine<'a>(extra: &[&'a str], engine: &[&'a str]) -> Vec<&'a str> {
+    extra.iter().chain(engine).copied().collect()
+}
+
 /// A `ringserve` process; SIGTERM and reap on drop.
 pub struct Server {
     child: Child,
