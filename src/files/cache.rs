@@ -5,32 +5,38 @@
 //!
 //! Two halves, so the request path stays sans-I/O:
 //! - `get` (no I/O, no allocation): the answer if it is fresh, else `Lookup::Unknown`;
-//! - `fill` (I/O, called by the engine when `serve` reports a miss): opens the path with
-//!   `openat2(RESOLVE_BENEATH)` under the root's descriptor, or, for a cached answer that is
-//!   due, revalidates it with one `statx` of the path (plus its directory and variants).
+//! - `begin` (called by the engine when `serve` reports a miss): a `Fill` (see `fill`) that
+//!   opens the path with `openat2(RESOLVE_BENEATH)` under the root's descriptor, through the
+//!   engine's ring or with plain system calls (`FileCache::fill`), and `finish` stores what it
+//!   found.
 //!
 //! Freshness: an answer is used without any system call for `revalidate` after it was checked
-//! (500 ms by default), so a file created, rewritten, replaced, truncated or deleted shows up
-//! within that time, and a hot entry costs at most one revalidation per interval.
+//! (500 ms by default). Then the next request for it waits for a revalidation (the path opened
+//! again and compared by inode, size, mtime and ctime, with its directory's stamp for siblings
+//! that appeared). So a file created, rewritten, replaced, truncated or deleted shows up within
+//! that time, and a hot entry costs at most one revalidation per interval.
 //!
 //! Eviction: CLOCK (second chance). Every hit sets the slot's reference bit; inserting into a
 //! full cache sweeps the hand, clearing bits, and evicts the first slot whose bit was clear.
 //! A hit touches one `Cell<bool>`, so `get` takes `&self`. Evicting drops the cache's `Arc`;
 //! batches still sending from the entry hold their own.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{mime, Entry, Stamp};
+use super::fill::{self, Fill, Old, Outcome, Request, PARTS};
+use super::Entry;
 use crate::Error;
 
 /// Longest path `openat2` accepts (PATH_MAX, including the NUL); longer keys are missing.
-const PATH_BYTES_MAX: usize = libc::PATH_MAX as usize;
+pub(super) const PATH_BYTES_MAX: usize = libc::PATH_MAX as usize;
+
+/// Finished fills a cache keeps for reuse: enough for the revalidations of one loop turn.
+const FILLS_SPARE_MAX: usize = 64;
 
 /// Bytes charged per cached answer beyond its own data: the map entry, the slot and the key's
 /// allocation, rounded up.
@@ -68,8 +74,18 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
+/// What `begin` found.
+pub enum Begin {
+    /// The cached answer is fresh: serve it.
+    Fresh,
+    /// The cached answer is due: drive this fill to re-check it.
+    Revalidate(Box<Fill>),
+    /// Nothing usable cached: requests for the path wait for this fill.
+    Miss(Box<Fill>),
+}
+
 /// A cached answer.
-enum Answer {
+pub(super) enum Answer {
     File(Arc<Entry>),
     Directory,
     Missing,
@@ -83,7 +99,7 @@ enum Answer {
 /// The directory holding a file, as it was when the file was opened: creating or deleting a
 /// `.br`/`.gz` sibling changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DirStamp {
+pub(super) struct DirStamp {
     ino: u64,
     mtime_nanos: i128,
     ctime_nanos: i128,
@@ -130,7 +146,12 @@ pub struct FileCache {
     counters: CacheCounters,
     /// Each directory's stamp and when it was taken: entries of one directory share one
     /// `statx` of it per interval (it tells whether a `.br`/`.gz` sibling appeared).
-    dir_stamps: RefCell<HashMap<Box<[u8]>, DirSeen>>,
+    dir_stamps: HashMap<Box<[u8]>, DirSeen>,
+    /// Finished fills kept for reuse, so a revalidation allocates nothing. Boxed because a
+    /// fill's address must not change while the kernel holds pointers into it, and it moves
+    /// between this list, the engine's jobs and the caller of `begin`.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Fill>>,
 }
 
 impl FileCache {
@@ -159,7 +180,8 @@ impl FileCache {
             limits: CacheLimits { entries: limits.entries.max(1), ..limits },
             hits: Cell::new(0),
             counters: CacheCounters::default(),
-            dir_stamps: RefCell::new(HashMap::new()),
+            dir_stamps: HashMap::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -185,14 +207,7 @@ impl FileCache {
     pub fn get(&self, key: &[u8], now_ms: u64) -> Lookup<'_> {
         let Some(&index) = self.index.get(key) else { return Lookup::Unknown };
         let Some(slot) = &self.slots[index as usize] else { return Lookup::Unknown };
-        let fresh = match slot.answer {
-            Answer::Busy | Answer::Failed => slot.checked_ms == now_ms,
-            _ => self
-                .limits
-                .revalidate_ms
-                .is_none_or(|interval| now_ms.saturating_sub(slot.checked_ms) < interval),
-        };
-        if !fresh {
+        if !self.is_fresh(slot, now_ms) {
             return Lookup::Unknown;
         }
         slot.referenced.set(true);
@@ -207,44 +222,141 @@ impl FileCache {
         }
     }
 
-    /// Makes the answer for `key` fresh at `now_ms`: revalidates a cached file (no allocation
-    /// when it did not change), or opens the path. Afterwards `get(key, now_ms)` answers.
-    pub fn fill(&mut self, key: &[u8], now_ms: u64) {
+    /// Starts making the answer for `key` fresh at `now_ms`. `Fresh`: it already is. Else a
+    /// fill that re-checks a cached answer that is due (`Revalidate`) or opens a path not
+    /// cached, or whose last fill failed (`Miss`); requests for the path wait for it, so none
+    /// is answered from a version older than the interval. Drive the fill with `requests` and
+    /// `complete`, then `finish` it.
+    pub fn begin(&mut self, key: &[u8], now_ms: u64) -> Begin {
         let existing = self.index.get(key).copied();
-        if let Some(index) = existing {
-            let unchanged = match &self.slots[index as usize] {
-                Some(Slot { answer: Answer::File(entry), dir, .. }) => {
-                    self.counters.revalidations += 1;
-                    self.unchanged(key, entry, *dir, now_ms)
-                }
-                _ => false,
-            };
-            if unchanged {
-                self.touch(index, now_ms);
-                return;
+        let old = match existing.and_then(|index| self.slots[index as usize].as_ref()) {
+            Some(slot) if self.is_fresh(slot, now_ms) => return Begin::Fresh,
+            Some(Slot { answer: Answer::File(entry), dir, .. }) => {
+                Old::File(Arc::clone(entry), *dir)
             }
-        } else {
+            Some(Slot { answer: Answer::Busy | Answer::Failed, .. }) | None => Old::Nothing,
+            Some(_) => Old::Other,
+        };
+        let miss = matches!(old, Old::Nothing);
+        if miss {
             self.counters.misses += 1;
+        } else {
+            self.counters.revalidations += 1;
         }
-        let (answer, dir) = self.open_answer(key, now_ms);
-        if let Some(index) = existing {
-            let had_file =
-                matches!(self.slots[index as usize], Some(Slot { answer: Answer::File(_), .. }));
-            if had_file && matches!(answer, Answer::Busy | Answer::Failed) {
-                // Changed, but cannot be reopened now (out of descriptors): keep serving the
-                // version we have for another interval rather than fail requests for it.
-                self.touch(index, now_ms);
-                return;
+        let dir_known = self
+            .dir_stamps
+            .get(parent_of(key))
+            .and_then(|&(stamp, checked)| self.within_interval(checked, now_ms).then_some(stamp));
+        let mut fill = self.spare.pop().unwrap_or_else(|| Box::new(Fill::new()));
+        fill.start(key, old, dir_known);
+        if miss {
+            Begin::Miss(fill)
+        } else {
+            Begin::Revalidate(fill)
+        }
+    }
+
+    /// Passes each system call `fill` needs now to `submit`.
+    pub fn requests(&self, fill: &mut Fill, submit: impl FnMut(Request)) {
+        fill.requests(self.root.as_raw_fd(), submit);
+    }
+
+    /// The result of a call `requests` asked for.
+    pub fn complete(&self, fill: &mut Fill, part: usize, result: i32) {
+        fill.complete(part, result, &self.root_path);
+    }
+
+    /// Stores what a done fill found (`Fill::is_done`), and keeps the fill for reuse.
+    pub fn finish(&mut self, mut fill: Box<Fill>, now_ms: u64) {
+        debug_assert!(fill.is_done());
+        if fill.dir_opened {
+            let dir = parent_of(&fill.key);
+            match self.dir_stamps.get_mut(dir) {
+                Some(known) => *known = (fill.dir_now, now_ms),
+                None => {
+                    if self.dir_stamps.len() >= self.limits.entries {
+                        self.dir_stamps.clear(); // bounded like the cache; refilled as needed
+                    }
+                    self.dir_stamps.insert(dir.into(), (fill.dir_now, now_ms));
+                }
             }
-            self.remove(index);
         }
-        let weight = key.len()
-            + SLOT_OVERHEAD_BYTES
-            + match &answer {
-                Answer::File(entry) => entry.weight(),
-                _ => 0,
-            };
-        self.insert(key.into(), answer, dir, now_ms, weight);
+        let existing = self.index.get(fill.key.as_slice()).copied();
+        // A fill that could not conclude (it never should) answers 500 rather than leave the
+        // request without an answer.
+        let outcome = fill.outcome.take().unwrap_or(Outcome::Answer(Answer::Failed, None));
+        match (outcome, existing) {
+            (Outcome::Unchanged, Some(index)) => self.touch(index, now_ms),
+            (Outcome::Unchanged, None) => {} // evicted meanwhile
+            (Outcome::Answer(answer, dir), existing) => {
+                if let Some(index) = existing {
+                    let had_file = matches!(
+                        self.slots[index as usize],
+                        Some(Slot { answer: Answer::File(_), .. })
+                    );
+                    if had_file && matches!(answer, Answer::Busy | Answer::Failed) {
+                        // Changed, but cannot be reopened now (out of descriptors): keep
+                        // serving the version we have for another interval rather than fail
+                        // requests for it.
+                        self.touch(index, now_ms);
+                        return self.recycle(fill);
+                    }
+                    self.remove(index);
+                }
+                let weight = fill.key.len()
+                    + SLOT_OVERHEAD_BYTES
+                    + match &answer {
+                        Answer::File(entry) => entry.weight(),
+                        _ => 0,
+                    };
+                self.insert(fill.key.as_slice().into(), answer, dir, now_ms, weight);
+            }
+        }
+        self.recycle(fill);
+    }
+
+    fn recycle(&mut self, mut fill: Box<Fill>) {
+        fill.old = Old::Nothing; // lets an evicted entry go
+        if self.spare.len() < FILLS_SPARE_MAX {
+            self.spare.push(fill);
+        }
+    }
+
+    /// Makes the answer for `key` fresh at `now_ms` with plain system calls (the blocking
+    /// engine, warm-up, tests). Afterwards `get(key, now_ms)` answers.
+    pub fn fill(&mut self, key: &[u8], now_ms: u64) {
+        let mut fill = match self.begin(key, now_ms) {
+            Begin::Fresh => return,
+            Begin::Revalidate(fill) | Begin::Miss(fill) => fill,
+        };
+        while !fill.is_done() {
+            let mut asked = [None; PARTS];
+            let mut count = 0;
+            self.requests(&mut fill, |request| {
+                asked[count] = Some(request);
+                count += 1;
+            });
+            if count == 0 {
+                break; // cannot happen: an unfinished fill always asks; `finish` answers 500
+            }
+            for request in asked.into_iter().flatten() {
+                self.complete(&mut fill, request.part(), fill::perform(request));
+            }
+        }
+        self.finish(fill, now_ms);
+    }
+
+    fn is_fresh(&self, slot: &Slot, now_ms: u64) -> bool {
+        match slot.answer {
+            Answer::Busy | Answer::Failed => slot.checked_ms == now_ms,
+            _ => self.within_interval(slot.checked_ms, now_ms),
+        }
+    }
+
+    fn within_interval(&self, checked_ms: u64, now_ms: u64) -> bool {
+        self.limits
+            .revalidate_ms
+            .is_none_or(|interval| now_ms.saturating_sub(checked_ms) < interval)
     }
 
     fn touch(&mut self, index: u32, now_ms: u64) {
@@ -365,181 +477,10 @@ impl FileCache {
             self.free.push(index);
         }
     }
-
-    /// Whether a cached file is still what `statx` sees now: the file (by path, so a
-    /// replacement by rename is seen), its variants, and its directory (a sibling appearing).
-    fn unchanged(&self, key: &[u8], entry: &Entry, dir: Option<DirStamp>, now_ms: u64) -> bool {
-        let same = |suffix: &[u8], stamp: Option<Stamp>| -> bool {
-            let now = c_path(key, suffix, &mut [0u8; PATH_BYTES_MAX]).and_then(|p| {
-                statx_at(self.root.as_raw_fd(), p.as_ptr().cast()).ok().map(|s| Stamp::of_statx(&s))
-            });
-            now == stamp
-        };
-        if !same(b"", Some(entry.stamp)) {
-            return false;
-        }
-        if !same(b".br", entry.br.as_ref().map(|e| e.stamp))
-            || !same(b".gz", entry.gzip.as_ref().map(|e| e.stamp))
-        {
-            return false;
-        }
-        self.dir_stamp(parent_of(key), now_ms) == dir
-    }
-
-    /// The stamp of directory `dir`, taken at most once per revalidation interval and shared
-    /// by all its entries. No allocation for a directory seen before.
-    fn dir_stamp(&self, dir: &[u8], now_ms: u64) -> Option<DirStamp> {
-        let mut stamps = self.dir_stamps.borrow_mut();
-        let fresh = |checked: u64| {
-            self.limits
-                .revalidate_ms
-                .is_none_or(|interval| now_ms.saturating_sub(checked) < interval)
-        };
-        if let Some((stamp, checked)) = stamps.get(dir) {
-            if fresh(*checked) {
-                return *stamp;
-            }
-        }
-        let mut path = [0u8; PATH_BYTES_MAX];
-        let stamp = c_path(dir, b"", &mut path)
-            .and_then(|p| statx_at(self.root.as_raw_fd(), p.as_ptr().cast()).ok())
-            .map(|s| DirStamp::of(&s));
-        match stamps.get_mut(dir) {
-            Some(known) => *known = (stamp, now_ms),
-            None => {
-                if stamps.len() >= self.limits.entries {
-                    stamps.clear(); // bounded like the cache; refilled as directories are seen
-                }
-                stamps.insert(dir.into(), (stamp, now_ms));
-            }
-        }
-        stamp
-    }
-
-    /// Opens `key` beneath the root and decides what it is.
-    fn open_answer(&self, key: &[u8], now_ms: u64) -> (Answer, Option<DirStamp>) {
-        let file = match self.open_beneath(key, b"") {
-            Ok(file) => file,
-            Err(e) => return (answer_for_error(&e), None),
-        };
-        let meta = match file.metadata() {
-            Ok(meta) => meta,
-            Err(e) => return (answer_for_error(&e), None),
-        };
-        if meta.is_dir() {
-            return (Answer::Directory, None);
-        }
-        if !meta.is_file() {
-            return (Answer::Missing, None); // FIFO, socket, device: never served
-        }
-        let dir = self.dir_stamp(parent_of(key), now_ms);
-        let content_type = mime::content_type(&file_name(key));
-        let (bytes, stamp) = match Entry::read_or_map(file) {
-            Ok(opened) => opened,
-            Err(e) => return (answer_for_error(&e), None),
-        };
-        let variant = |suffix: &[u8], encoding: &str| -> Result<Option<Arc<Entry>>, Answer> {
-            // Most files have no sibling: a `statx` says so without allocating an open file
-            // (which `openat2` does before it finds nothing). One that exists is then opened
-            // beneath the root like any file.
-            let mut buf = [0u8; PATH_BYTES_MAX];
-            let probe = c_path(key, suffix, &mut buf)
-                .map(|p| statx_at(self.root.as_raw_fd(), p.as_ptr().cast()));
-            if let Some(Err(e)) = &probe {
-                if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
-                    return Ok(None);
-                }
-            }
-            match self.open_beneath(key, suffix) {
-                Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
-                    let (bytes, stamp) =
-                        Entry::read_or_map(file).map_err(|e| answer_for_error(&e))?;
-                    Ok(Some(Arc::new(Entry::build(
-                        bytes,
-                        stamp,
-                        content_type,
-                        Some(encoding),
-                        true,
-                    ))))
-                }
-                Ok(_) => Ok(None),
-                Err(e) => match answer_for_error(&e) {
-                    Answer::Missing | Answer::Forbidden => Ok(None),
-                    other => Err(other),
-                },
-            }
-        };
-        let (br, gzip) = match (variant(b".br", "br"), variant(b".gz", "gzip")) {
-            (Ok(br), Ok(gzip)) => (br, gzip),
-            (Err(answer), _) | (_, Err(answer)) => return (answer, None),
-        };
-        let has_variants = br.is_some() || gzip.is_some();
-        let mut entry = Entry::build(bytes, stamp, content_type, None, has_variants);
-        entry.br = br;
-        entry.gzip = gzip;
-        (Answer::File(Arc::new(entry)), dir)
-    }
-
-    /// `openat2(root, key + suffix, O_RDONLY | O_NONBLOCK, RESOLVE_BENEATH | NO_MAGICLINKS)`:
-    /// the kernel refuses any path, `..` or symlink that leads outside the root (EXDEV), and
-    /// a FIFO swapped in cannot block the open. RESOLVE_BENEATH also refuses absolute symlinks,
-    /// even ones that point back inside the root; for those (EXDEV) the path is opened plainly
-    /// and kept only if the file it reached lies under the root's canonical path, which is the
-    /// policy the server has always had for symlinks.
-    fn open_beneath(&self, key: &[u8], suffix: &[u8]) -> io::Result<File> {
-        match self.openat2(key, suffix, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS) {
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                let file = self.openat2(key, suffix, libc::RESOLVE_NO_MAGICLINKS)?;
-                let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-                if real.starts_with(&self.root_path) {
-                    Ok(file)
-                } else {
-                    Err(e)
-                }
-            }
-            other => other,
-        }
-    }
-
-    fn openat2(&self, key: &[u8], suffix: &[u8], resolve: u64) -> io::Result<File> {
-        let mut buf = [0u8; PATH_BYTES_MAX];
-        let path = c_path(key, suffix, &mut buf)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
-        // SAFETY: open_how is a plain C struct; all-zero is valid (no flags, no resolve).
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64;
-        how.resolve = resolve;
-        for _ in 0..OPEN_RETRIES_MAX {
-            // SAFETY: `path` is NUL-terminated in a live stack buffer and `how` a live local
-            // of the size passed; the kernel copies both before returning.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    self.root.as_raw_fd(),
-                    path.as_ptr(),
-                    &how as *const libc::open_how,
-                    std::mem::size_of::<libc::open_how>(),
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: a fresh descriptor that nothing else owns.
-                return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }));
-            }
-            let e = io::Error::last_os_error();
-            // EAGAIN: a concurrent rename kept the kernel from proving containment; retry.
-            if e.raw_os_error() != Some(libc::EAGAIN) {
-                return Err(e);
-            }
-        }
-        Err(io::Error::from_raw_os_error(libc::EAGAIN))
-    }
 }
 
-/// Retries of an `openat2` that a concurrent rename made inconclusive (EAGAIN).
-const OPEN_RETRIES_MAX: u32 = 3;
-
 /// What an error from opening or reading a path means for requests.
-fn answer_for_error(e: &io::Error) -> Answer {
+pub(super) fn answer_for_error(e: &io::Error) -> Answer {
     match e.raw_os_error() {
         // Absent, a component that is not a directory, too long, a symlink loop, or an
         // escape from the root (EXDEV, from RESOLVE_BENEATH; ELOOP for magic links), or a
@@ -560,59 +501,20 @@ fn answer_for_error(e: &io::Error) -> Answer {
     }
 }
 
-/// `key` + `suffix` + NUL in `buf` (`.` for the root), or `None` if too long.
-fn c_path<'b>(key: &[u8], suffix: &[u8], buf: &'b mut [u8; PATH_BYTES_MAX]) -> Option<&'b [u8]> {
-    let key = if key.is_empty() { &b"."[..] } else { key };
-    let len = key.len() + suffix.len();
-    if len + 1 > buf.len() || key.contains(&0) {
-        return None;
-    }
-    buf[..key.len()].copy_from_slice(key);
-    buf[key.len()..len].copy_from_slice(suffix);
-    buf[len] = 0;
-    Some(&buf[..=len])
-}
-
 /// The directory part of a key (`""` for the root).
-fn parent_of(key: &[u8]) -> &[u8] {
+pub(super) fn parent_of(key: &[u8]) -> &[u8] {
     key.iter().rposition(|&b| b == b'/').map_or(&[][..], |slash| &key[..slash])
 }
 
-/// The last component of a key, for its Content-Type.
-fn file_name(key: &[u8]) -> String {
-    let name = key.iter().rposition(|&b| b == b'/').map_or(key, |slash| &key[slash + 1..]);
-    String::from_utf8_lossy(name).into_owned()
-}
-
-/// `statx(dirfd, path)` following symlinks (in-root links are allowed; one pointing out is
-/// caught when the changed path is re-opened beneath the root).
-fn statx_at(dirfd: RawFd, path: *const libc::c_char) -> io::Result<libc::statx> {
-    // SAFETY: statx is a plain C struct; all-zero is a valid value to be overwritten.
-    let mut out: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and lives across the call; `out` is a live local.
-    let rc = unsafe {
-        libc::statx(dirfd, path, libc::AT_STATX_SYNC_AS_STAT, libc::STATX_BASIC_STATS, &mut out)
-    };
-    if rc == 0 {
-        Ok(out)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 impl DirStamp {
-    fn of(s: &libc::statx) -> DirStamp {
+    pub(super) fn of_metadata(meta: &std::fs::Metadata) -> DirStamp {
+        use std::os::unix::fs::MetadataExt;
         DirStamp {
-            ino: s.stx_ino,
-            mtime_nanos: nanos(s.stx_mtime),
-            ctime_nanos: nanos(s.stx_ctime),
+            ino: meta.ino(),
+            mtime_nanos: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_nanos: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         }
     }
-}
-
-/// A statx timestamp in nanoseconds.
-pub(super) fn nanos(t: libc::statx_timestamp) -> i128 {
-    i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
 }
 
 /// `OpenOptions` for a directory handle.
@@ -686,7 +588,7 @@ mod tests {
         let before = is_file(&cache, b"f.txt", 500).unwrap();
         cache.fill(b"f.txt", 1000);
         assert!(Arc::ptr_eq(&before, &is_file(&cache, b"f.txt", 1000).unwrap()));
-        assert_eq!(cache.counters().revalidations, 2);
+        assert_eq!(cache.counters().revalidations, 3, "f.txt twice, new.txt once");
         // A sibling appearing is seen through the directory.
         std::fs::write(dir.path().join("f.txt.br"), b"BR").unwrap();
         cache.fill(b"f.txt", 1500);

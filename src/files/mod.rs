@@ -4,20 +4,21 @@
 //! those bytes. `resolve` turns a request path into a cache key; `mime` picks Content-Type.
 
 pub mod cache;
+pub mod fill;
 pub mod mime;
 pub mod resolve;
 
 use std::fs::File;
-use std::io::{self, Read, Seek};
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::Mmap;
 
-pub use cache::{CacheCounters, CacheLimits, FileCache, Lookup};
+pub use cache::{Begin, CacheCounters, CacheLimits, FileCache, Lookup};
+pub use fill::{Fill, Request};
 
 /// Files up to this size are read into memory instead of mapped. Only these bytes, which the
 /// server owns, are ever read in user space (copied behind a response head). Larger files are
@@ -26,10 +27,6 @@ pub use cache::{CacheCounters, CacheLimits, FileCache, Lookup};
 /// close, never the process die of SIGBUS. `Body` makes the difference a type: a mapped slice has
 /// no way to become a `&[u8]`.
 pub const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
-
-/// Times a file that changes while it is read (its length or mtime moved between fstat and the
-/// end of the read) is read again before the scan gives up on it for this round.
-const READ_ATTEMPTS_MAX: u32 = 3;
 
 /// A file's bytes.
 enum Bytes {
@@ -61,16 +58,6 @@ impl Stamp {
             ctime_nanos: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         }
     }
-
-    fn of_statx(s: &libc::statx) -> Stamp {
-        Stamp {
-            ino: s.stx_ino,
-            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
-            len: s.stx_size,
-            mtime_nanos: cache::nanos(s.stx_mtime),
-            ctime_nanos: cache::nanos(s.stx_ctime),
-        }
-    }
 }
 
 /// One file version: its bytes and the header fields of its responses.
@@ -97,45 +84,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Reads or maps an open file (opened non-blocking, so a FIFO swapped in for a regular
-    /// file cannot block; anything but a regular file is refused). The body's length is the
-    /// length fstat reported, whatever the file does afterwards: a mapping covers exactly that
-    /// many bytes (a file that grows later is never sent longer than its Content-Length), and a
-    /// copy holds exactly that many.
-    fn read_or_map(mut file: File) -> io::Result<(Bytes, Stamp)> {
-        for _ in 0..READ_ATTEMPTS_MAX {
-            let meta = file.metadata()?;
-            if !meta.file_type().is_file() {
-                return Err(io::Error::other("not a regular file"));
-            }
-            let stamp = Stamp::of(&meta);
-            if stamp.len == 0 {
-                return Ok((Bytes::Empty, stamp));
-            }
-            if stamp.len > COPIED_FILE_BYTES_MAX {
-                // SAFETY: fcntl on a descriptor `file` owns. Back to blocking mode for the
-                // kernel's splices and sendfile; a failure leaves O_NONBLOCK, which regular
-                // files ignore.
-                unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
-                // SAFETY: `map` is unsafe because the file may be truncated or modified while
-                // mapped. Mapped bytes are never read in user space (`MappedSlice` has no
-                // accessor); the kernel reading a page truncated away fails the send with
-                // EFAULT. The mapping covers exactly `stamp.len` bytes, however long the file
-                // is by now.
-                let map = unsafe { MmapOptions::new().len(stamp.len as usize).map(&file)? };
-                return Ok((Bytes::Mapped(map, file), stamp));
-            }
-            let mut buf = Vec::with_capacity(stamp.len as usize);
-            (&mut file).take(stamp.len).read_to_end(&mut buf)?;
-            let unchanged = file.metadata().map(|m| Stamp::of(&m)).ok() == Some(stamp);
-            if buf.len() as u64 == stamp.len && unchanged {
-                return Ok((Bytes::Copied(buf.into_boxed_slice()), stamp));
-            }
-            file.seek(io::SeekFrom::Start(0))?;
-        }
-        Err(io::Error::other("file kept changing while being read"))
-    }
-
     /// Builds the entry for `bytes`; `encoding` is set for precompressed variants and `vary`
     /// when the file has variants (or is one).
     fn build(
@@ -301,8 +249,15 @@ impl MappedSlice<'_> {
 mod tests {
     use super::*;
 
-    fn read_or_map(path: &std::path::Path) -> io::Result<(Bytes, Stamp)> {
-        Entry::read_or_map(File::open(path)?)
+    /// The entry the cache builds for `name` in `dir`.
+    fn entry_of(dir: &std::path::Path, name: &str) -> Arc<Entry> {
+        let limits = CacheLimits { entries: 10, bytes: 1 << 30, revalidate_ms: None };
+        let mut cache = FileCache::open(dir, limits).unwrap();
+        cache.fill(name.as_bytes(), 0);
+        match cache.get(name.as_bytes(), 0) {
+            Lookup::File(entry) => Arc::clone(entry),
+            _ => panic!("{name} is no file"),
+        }
     }
 
     #[test]
@@ -310,8 +265,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.bin");
         std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
-        let (bytes, stamp) = read_or_map(&path).unwrap();
-        let entry = Entry::build(bytes, stamp, "application/octet-stream", None, false);
+        let entry = entry_of(dir.path(), "m.bin");
         // Shrunk and grown after the fstat: the body is still exactly the length the head
         // announces, and slicing it never panics.
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
@@ -321,10 +275,8 @@ mod tests {
         assert!(entry.body().slice(65_000, 65_537).is_none());
         std::fs::write(&path, vec![8u8; 100 << 10]).unwrap();
         assert_eq!(entry.body().len(), 64 << 10);
-        let small = dir.path().join("s.txt");
-        std::fs::write(&small, b"0123456789").unwrap();
-        let (bytes, stamp) = read_or_map(&small).unwrap();
-        let entry = Entry::build(bytes, stamp, "text/plain", None, false);
+        std::fs::write(dir.path().join("s.txt"), b"0123456789").unwrap();
+        let entry = entry_of(dir.path(), "s.txt");
         assert_eq!(entry.body().owned(), Some(&b"0123456789"[..]));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod buf_ring;
 mod close;
+mod lookup;
 pub mod pool;
 mod receive;
 pub mod ring;
@@ -32,6 +33,7 @@ use crate::limits::{
 use crate::Error;
 
 use buf_ring::BufRing;
+use lookup::Lookups;
 use pool::Pool;
 use receive::Serving;
 use send::Pipes;
@@ -134,8 +136,12 @@ pub struct Worker {
     wake_value: Box<u64>,
     /// The tick timeout's timespec; boxed for the same reason.
     tick_spec: Box<types::Timespec>,
-    /// This worker's file cache: hits need no system call, misses are filled in place.
+    /// This worker's file cache: hits need no system call; misses are filled through the
+    /// ring (`lookups`) while their connections wait.
     files: FileCache,
+    /// Fills in flight and the connections waiting for them. Declared after `ring`: dropped
+    /// after it, and the worker never exits while a fill runs.
+    lookups: Lookups,
     /// Milliseconds since the worker started, read once per loop turn: the cache's clock.
     now_ms: u64,
     /// The Date header, parse limits and keep-alive limit every request is served with.
@@ -201,6 +207,7 @@ impl Worker {
             wake_value: Box::new(0),
             tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
             files,
+            lookups: Lookups::default(),
             now_ms: 0,
             serving: Serving {
                 date: DateCache::new(),
@@ -254,7 +261,7 @@ impl Worker {
                 self.dispatch(user_data, result, flags);
             }
             self.rearm_starved();
-            if self.draining_until.is_some() && self.slots.live() == 0 {
+            if self.draining_until.is_some() && self.slots.live() == 0 && self.lookups.is_idle() {
                 self.counters.add_cache(self.files.counters());
                 return Ok(self.counters);
             }
@@ -277,6 +284,7 @@ impl Worker {
                 self.on_fill(token, result);
                 self.settle_current(token);
             }
+            Op::Lookup => self.on_lookup(token, result),
             Op::Close | Op::Cancel | Op::Shutdown => self.on_other(token),
             Op::Tick => self.on_tick(),
             Op::Wake => self.on_wake(result),

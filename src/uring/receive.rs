@@ -8,12 +8,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::{cqueue, opcode, types};
 
 use super::buf_ring::BUFFER_GROUP;
-use super::pool::Pool;
-use super::slots::{Phase, Slot, Timer, NO_BUFFER};
+use super::slots::{Phase, Timer, NO_BUFFER};
 use super::token::{Op, Token};
 use super::{fixed, ring, Worker};
-use crate::batch::Batch;
-use crate::files::FileCache;
 use crate::http::date::DateCache;
 use crate::http::ParseLimits;
 use crate::limits::{
@@ -213,15 +210,12 @@ impl Worker {
                 return;
             }
         }
-        if next_in_stream && !slot.sending {
-            let data = &self.bufs.data(bid, len)[from..];
-            let slot = self.slots.get(index);
-            let (batches, files) = (&mut self.batches, &mut self.files);
-            let consumed = serve_all(slot, data, batches, files, &self.serving, self.now_ms);
-            if consumed < data.len() {
+        if next_in_stream && !slot.sending && !slot.filling {
+            let consumed = self.serve_from(index, Source::Recv { bid, from, len });
+            if consumed < len - from {
                 let input_index = self.inputs.take();
                 let input = self.inputs.get(input_index);
-                let rest = &data[consumed..];
+                let rest = &self.bufs.data(bid, len)[from + consumed..];
                 input[..rest.len()].copy_from_slice(rest);
                 let slot = self.slots.get(index);
                 slot.input = Some(input_index);
@@ -313,17 +307,13 @@ impl Worker {
     pub(super) fn drain_input(&mut self, index: u32) {
         loop {
             let slot = self.slots.get(index);
-            if slot.sending || slot.phase != Phase::Open {
+            if slot.sending || slot.filling || slot.phase != Phase::Open {
                 return;
             }
             if let Some(input_index) = slot.input {
                 let len = slot.input_len as usize;
-                let input = self.inputs.get(input_index);
-                let slot = self.slots.get(index);
-                let (batches, files) = (&mut self.batches, &mut self.files);
-                let consumed =
-                    serve_all(slot, &input[..len], batches, files, &self.serving, self.now_ms);
-                input.copy_within(consumed..len, 0);
+                let consumed = self.serve_from(index, Source::Input { index: input_index, len });
+                self.inputs.get(input_index).copy_within(consumed..len, 0);
                 let slot = self.slots.get(index);
                 slot.input_len = (len - consumed) as u32;
                 if slot.input_len == 0 {
@@ -350,7 +340,7 @@ impl Worker {
         if slot.sending {
             return; // flush armed the send timer
         }
-        if slot.eof {
+        if slot.eof && !slot.filling {
             // Everything the client sent is answered and sent; what is left is at most part
             // of a request that can never complete.
             self.begin_close(index);
@@ -375,36 +365,49 @@ pub(super) struct Serving {
     pub(super) keepalive_requests: u32,
 }
 
-/// Serves what `input` holds into the slot's batch (taken from the pool if it has none);
-/// returns the bytes used. A request for a path the cache does not know (or must re-check) is
-/// filled in place, then serving goes on.
-fn serve_all(
-    slot: &mut Slot,
-    input: &[u8],
-    batches: &mut Pool<Batch>,
-    files: &mut FileCache,
-    serving: &Serving,
-    now_ms: u64,
-) -> usize {
-    let batch_index = *slot.batch.get_or_insert_with(|| batches.take());
-    let mut used = 0;
-    loop {
-        let shared = Shared {
-            files,
-            now_ms,
-            date: &serving.date,
-            limits: &serving.limits,
-            keepalive_requests: serving.keepalive_requests,
-        };
-        let served = slot.session.serve_all(&input[used..], &shared, batches.get(batch_index));
-        used += served.used;
-        if !served.miss {
-            return used;
-        }
-        let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
-        match serve::miss_key(&input[used..], &serving.limits, &mut key) {
-            Some(key) => files.fill(key, now_ms),
-            None => return used, // cannot happen: the miss was for a complete request
+/// Where the bytes being served are.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Bytes `from..len` of a receive buffer.
+    Recv { bid: u16, from: usize, len: usize },
+    /// The first `len` bytes of an input buffer.
+    Input { index: u32, len: usize },
+}
+
+impl Worker {
+    /// Serves the requests `source` holds into the slot's batch; returns the bytes used. A
+    /// request for a path the cache must fill starts (or joins) the fill: serving stops there,
+    /// that request unused, unless the answer can be served at once.
+    fn serve_from(&mut self, index: u32, source: Source) -> usize {
+        let mut used = 0;
+        loop {
+            let data = match source {
+                Source::Recv { bid, from, len } => &self.bufs.data(bid, len)[from..],
+                Source::Input { index, len } => &self.inputs.get(index)[..len],
+            };
+            let data = &data[used..];
+            let slot = self.slots.get(index);
+            let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
+            let shared = Shared {
+                files: &self.files,
+                now_ms: self.now_ms,
+                date: &self.serving.date,
+                limits: &self.serving.limits,
+                keepalive_requests: self.serving.keepalive_requests,
+            };
+            let served = slot.session.serve_all(data, &shared, self.batches.get(batch_index));
+            used += served.used;
+            if !served.miss {
+                return used;
+            }
+            let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
+            let Some(key) = serve::miss_key(&data[served.used..], &self.serving.limits, &mut key)
+            else {
+                return used; // cannot happen: the miss was for a complete request
+            };
+            if !self.on_miss(index, key) {
+                return used;
+            }
         }
     }
 }

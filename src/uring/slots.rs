@@ -88,6 +88,9 @@ pub struct Slot {
     pub eof: bool,
     /// A sendmsg is in flight.
     pub sending: bool,
+    /// The next request waits for a file-cache fill (`lookup.rs`): nothing is served until
+    /// it completes.
+    pub filling: bool,
     /// Close, cancel and shutdown operations in flight.
     pub other_ops: u8,
     /// The Close op was submitted.
@@ -129,6 +132,7 @@ impl Slot {
             starved: false,
             eof: false,
             sending: false,
+            filling: false,
             other_ops: 0,
             close_submitted: false,
             session: Session::default(),

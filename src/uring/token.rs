@@ -27,6 +27,9 @@ pub enum Op {
     /// File -> pipe splice linked ahead of a pipe -> socket splice (`Send`); completes only
     /// when it moved less than asked or failed, which also cancels the socket splice.
     Fill = 10,
+    /// A file-cache fill's open or read; the slot field names the fill, the generation field
+    /// its generation and part (see `lookup.rs`).
+    Lookup = 11,
 }
 
 impl Op {
@@ -42,6 +45,7 @@ impl Op {
             8 => Op::Wake,
             9 => Op::Reject,
             10 => Op::Fill,
+            11 => Op::Lookup,
             _ => return None,
         })
     }

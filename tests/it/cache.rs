@@ -270,3 +270,82 @@ fn unservable_paths_get_a_4xx_and_floods_stay_bounded() {
         assert_eq!(get(&server, "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n").body, b"file a\n");
     }
 }
+
+/// Misses wait in their connection while the worker serves others: one worker, four
+/// connections pipelining requests for files never seen (two of them for the same files in the
+/// same order, so they join the same fills), and one fetching a cached file throughout. Every
+/// body arrives whole and in order, with a small cache evicting all along.
+#[test]
+fn misses_interleave_with_hits_on_other_connections() {
+    const FILES: usize = 600;
+    let body = |i: usize| pseudo_random_bytes(100 + (i * 977) % (40 << 10), i as u64);
+    for flags in ENGINES {
+        let args = with_engine(&["--threads", "1", "--cache-entries", "64"], flags);
+        let server = Server::start(
+            |root| {
+                std::fs::write(root.join("hot.txt"), b"hot\n").unwrap();
+                for d in 0..6 {
+                    std::fs::create_dir(root.join(format!("d{d}"))).unwrap();
+                }
+                for i in 0..FILES {
+                    std::fs::write(root.join(format!("d{}/{i}.bin", i % 6)), body(i)).unwrap();
+                }
+            },
+            &args,
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hits = {
+            let (addr, stop) = (server.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut served = 0;
+                let (mut writer, mut reader) = (None, None);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if served % 500 == 0 {
+                        // A fresh connection well before the keep-alive request limit (1000).
+                        let stream = std::net::TcpStream::connect(addr).unwrap();
+                        writer = Some(stream.try_clone().unwrap());
+                        reader = Some(BufReader::new(stream));
+                    }
+                    let (writer, reader) = (writer.as_mut().unwrap(), reader.as_mut().unwrap());
+                    writer.write_all(b"GET /hot.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    let r = read_response(reader, false);
+                    assert_eq!((r.status, r.body.as_slice()), (200, &b"hot\n"[..]));
+                    served += 1;
+                }
+                served
+            })
+        };
+        let missers: Vec<_> = [0usize, 0, 1, 2]
+            .into_iter()
+            .map(|phase| {
+                let stream = server.connect();
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    let order: Vec<usize> =
+                        (0..FILES).map(|k| (k * 7 + phase * 200) % FILES).collect();
+                    for burst in order.chunks(16) {
+                        let mut text = String::new();
+                        for i in burst {
+                            text.push_str(&format!(
+                                "GET /d{}/{i}.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+                                i % 6
+                            ));
+                        }
+                        writer.write_all(text.as_bytes()).unwrap();
+                        for &i in burst {
+                            let r = read_response(&mut reader, false);
+                            assert!(r.status == 200 && r.body == body(i), "d{}/{i}.bin", i % 6);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for misser in missers {
+            misser.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let served = hits.join().unwrap();
+        assert!(served > 0, "{flags:?}: the cached file was served meanwhile");
+    }
+}
