@@ -45,7 +45,13 @@ fn route(c: &mut Criterion) {
     std::fs::write(dir.path().join("assets/app.js"), vec![b'y'; 40_000]).unwrap();
     std::fs::write(dir.path().join("assets/app.js.br"), vec![b'z'; 9_000]).unwrap();
     // Both paths cached, as in steady state: the bench measures hits.
-    let cache_limits = CacheLimits { entries: 16, bytes: 1 << 20, revalidate_ms: None };
+    let cache_limits = CacheLimits {
+        entries: 16,
+        bytes: 1 << 20,
+        revalidate_ms: None,
+        watch: false,
+        open_files: 1000,
+    };
     let mut files = FileCache::open(dir.path(), cache_limits).unwrap();
     files.fill(b"index.html", 0);
     files.fill(b"assets/app.js", 0);

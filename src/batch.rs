@@ -113,7 +113,12 @@ impl Batch {
             Body::Mapped(mapped) => mapped,
         };
         self.push(write, &[])?;
-        if mapped.len() < SPLICE_BODY_BYTES_MIN {
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        // Any part of a large file is spliced, small ranges too: then its mapping is never
+        // read and costs the process no memory (`Entry::weight` counts none of it).
+        if !mapped.spliced() {
             self.push_iov(mapped.addr(), mapped.len());
             return Ok(());
         }

@@ -64,7 +64,14 @@ pub fn start(
         next_id: AtomicU64::new(0),
     });
     let settings = Arc::new(Settings::from(config));
+    let watch_fd = files.watch_fd();
     let files = Arc::new(Files { cache: Mutex::new(files), started: Instant::now() });
+    if let Some(fd) = watch_fd {
+        let (files, control) = (Arc::clone(&files), Arc::clone(&control));
+        std::thread::Builder::new()
+            .name("ringserve-watch".into())
+            .spawn(move || watch_loop(fd, &files, &control))?;
+    }
     let accept_control = Arc::clone(&control);
     let handle = std::thread::Builder::new()
         .name("ringserve-accept".into())
@@ -88,6 +95,23 @@ impl Files {
         self.started.elapsed().as_millis() as u64
     }
 }
+
+/// Applies the cache's inotify events as they arrive, until the server stops. `fd` stays open
+/// as long as the cache, which this thread keeps alive.
+fn watch_loop(fd: RawFd, files: &Files, control: &Control) {
+    let mut buf = vec![0u8; crate::files::EVENTS_BUFFER_BYTES];
+    while !control.stopping.load(Ordering::Acquire) {
+        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd; the timeout bounds how long a stop waits for this thread.
+        let ready = unsafe { libc::poll(&mut poll, 1, WATCH_POLL_MILLIS) };
+        if ready > 0 {
+            files.lock().drain_events(&mut buf);
+        }
+    }
+}
+
+/// How often the watcher thread looks at the stop flag while no event arrives.
+const WATCH_POLL_MILLIS: i32 = 200;
 
 /// The configuration a connection thread needs.
 struct Settings {

@@ -66,13 +66,16 @@ pub struct Cli {
     pub max_headers: u32,
 
     /// Milliseconds a cached file (or a cached "not found") is served before it is checked
-    /// again, so changes show within this time; 0 never re-checks (for immutable content).
+    /// again, for paths inotify does not watch (through a symbolic link, past the watch limit,
+    /// or with --no-watch), so changes show within this time; watched paths are re-checked when
+    /// an event says they changed. 0 never re-checks and does not watch (immutable content).
     #[arg(long, alias = "watch-interval", default_value_t = limits::REVALIDATE_MILLIS,
           value_name = "MILLIS", value_parser = clap::value_parser!(u64).range(0..=86_400_000u64))]
     pub revalidate_interval: u64,
 
     /// Most paths the file cache holds, for all workers together (files, directories and
-    /// paths that do not exist; each cached file keeps a descriptor open).
+    /// paths that do not exist). Files larger than 16 KiB also keep a descriptor and a mapping:
+    /// at most half the descriptor limit of them (and 32,768) stay open.
     #[arg(long, default_value_t = limits::CACHE_ENTRIES, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=limits::CACHE_ENTRIES_MAX))]
     pub cache_entries: u64,
@@ -82,6 +85,12 @@ pub struct Cli {
     #[arg(long, default_value_t = limits::CACHE_MIB, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=1u64 << 20))]
     pub cache_mib: u64,
+
+    /// Do not watch directories with inotify; re-check every cached path after
+    /// --revalidate-interval instead (for network filesystems, whose remote changes inotify
+    /// does not see). Watching is also skipped with --revalidate-interval 0.
+    #[arg(long)]
+    pub no_watch: bool,
 
     /// Walk the root at start-up and fill the cache up to its bounds (for benchmarks and small
     /// sites); without it, files are found when first requested.
@@ -176,7 +185,10 @@ impl Config {
             cache: crate::files::CacheLimits {
                 entries: (cli.cache_entries as usize / threads).max(1),
                 bytes: ((cli.cache_mib as usize) << 20) / threads,
+                // Set from the descriptor limit at start-up (`Server::start`).
+                open_files: limits::CACHE_OPEN_FILES_MAX as usize / threads,
                 revalidate_ms: (cli.revalidate_interval > 0).then_some(cli.revalidate_interval),
+                watch: !cli.no_watch,
             },
             warm: cli.warm,
             parse_limits: crate::http::ParseLimits {

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::blocking;
 use crate::config::{Config, Engine};
-use crate::files::FileCache;
+use crate::files::{CacheLimits, FileCache};
 use crate::limits::RECV_WINDOW_BYTES;
 use crate::uring::{Counters, Worker};
 use crate::Error;
@@ -70,7 +70,8 @@ impl Server {
         if config.engine == Engine::Blocking {
             return Server::start_blocking(config);
         }
-        let mut cache = FileCache::open(&config.root, config.cache)?;
+        let limits = CacheLimits { open_files: open_files_share(config.threads), ..config.cache };
+        let mut cache = FileCache::open(&config.root, limits)?;
         let warmed = config.warm.then(|| cache.warm(&config.root, 0));
         ensure_port_free(config.addr)?;
         let first = bind(config.addr)?;
@@ -141,9 +142,10 @@ impl Server {
 
     /// One listener, one accept thread, a thread per connection, one cache for all of them.
     fn start_blocking(config: &Config) -> Result<Server, Error> {
-        let limits = crate::files::CacheLimits {
+        let limits = CacheLimits {
             entries: config.cache.entries * config.threads,
             bytes: config.cache.bytes * config.threads,
+            open_files: open_files_share(1),
             ..config.cache
         };
         let mut cache = FileCache::open(&config.root, limits)?;
@@ -271,6 +273,21 @@ fn eventfd() -> Result<OwnedFd, Error> {
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Files one of `workers` caches may keep open: its share of half the descriptor limit, and of
+/// `CACHE_OPEN_FILES_MAX`.
+fn open_files_share(workers: usize) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the local struct only.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let total =
+        (nofile / crate::limits::CACHE_OPEN_FILES_SHARE).min(crate::limits::CACHE_OPEN_FILES_MAX);
+    (total as usize / workers.max(1)).max(1)
 }
 
 /// Raises the soft descriptor limit to the hard one (as nginx's worker_rlimit_nofile does), so

@@ -71,6 +71,8 @@ fn steady_state_requests_allocate_nothing() {
     // Revalidation included: each cached file is re-checked (statx) every few milliseconds,
     // many times during the measured requests, and that must not allocate either.
     config.cache.revalidate_ms = Some(REVALIDATE_EVERY_MS);
+    // Re-checked by interval, not on inotify events (which would not come: nothing changes).
+    config.cache.watch = false;
     config.keepalive_requests = u32::MAX;
     let server = ringserve::Server::start(&config).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();

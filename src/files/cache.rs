@@ -24,11 +24,12 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::fill::{self, Fill, Old, Outcome, Request, PARTS};
+use super::watch::{Event, Watcher};
 use super::Entry;
 use crate::Error;
 
@@ -50,9 +51,14 @@ pub struct CacheLimits {
     pub entries: usize,
     /// Most bytes held: bodies read into memory, mapped bodies, header fields, keys.
     pub bytes: usize,
+    /// Most files held open (and mapped): those larger than 16 KiB, with their variants.
+    pub open_files: usize,
     /// Milliseconds an answer is used before it is checked again; `None` never re-checks (for
     /// trees that do not change).
     pub revalidate_ms: Option<u64>,
+    /// Watch directories with inotify (`watch`): an answer under watched directories is used
+    /// until an event says it changed, with no interval re-check.
+    pub watch: bool,
 }
 
 /// What the cache knows about a path, borrowed for one request.
@@ -115,6 +121,10 @@ struct Slot {
     checked_ms: u64,
     weight: usize,
     referenced: Cell<bool>,
+    /// Changes are reported by inotify: no interval re-check.
+    watched: bool,
+    /// An event said it may have changed: re-check before the next use.
+    stale: bool,
 }
 
 /// Counters of one cache (read by tests and at exit).
@@ -141,6 +151,8 @@ pub struct FileCache {
     free: Vec<u32>,
     hand: usize,
     bytes: usize,
+    /// Files the cached entries keep open (bounded by `limits.open_files`).
+    open_files: usize,
     limits: CacheLimits,
     hits: Cell<u64>,
     counters: CacheCounters,
@@ -152,6 +164,10 @@ pub struct FileCache {
     /// between this list, the engine's jobs and the caller of `begin`.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Fill>>,
+    /// The inotify instance, when watching.
+    watcher: Option<Watcher>,
+    /// Watches to forget after a batch of events (wd, and whether to remove it).
+    forget: Vec<(i32, bool)>,
 }
 
 impl FileCache {
@@ -169,6 +185,13 @@ impl FileCache {
     }
 
     fn with_root(root: OwnedFd, root_path: PathBuf, limits: CacheLimits) -> FileCache {
+        // Watching replaces the interval re-check; with no re-check at all there is nothing
+        // to watch for.
+        let watcher = if limits.watch && limits.revalidate_ms.is_some() {
+            Watcher::new().and_then(|mut w| w.watch(b"", root.as_raw_fd()).then_some(w))
+        } else {
+            None
+        };
         FileCache {
             root,
             root_path,
@@ -177,11 +200,14 @@ impl FileCache {
             free: Vec::new(),
             hand: 0,
             bytes: 0,
+            open_files: 0,
             limits: CacheLimits { entries: limits.entries.max(1), ..limits },
             hits: Cell::new(0),
             counters: CacheCounters::default(),
             dir_stamps: HashMap::new(),
             spare: Vec::new(),
+            watcher,
+            forget: Vec::new(),
         }
     }
 
@@ -198,7 +224,8 @@ impl FileCache {
                 Answer::Forbidden => Answer::Forbidden,
                 Answer::Busy | Answer::Failed => continue,
             };
-            copy.insert(slot.key.clone(), answer, slot.dir, slot.checked_ms, slot.weight);
+            // Not watched by the copy's own instance yet: re-checked by interval until then.
+            copy.insert(slot.key.clone(), answer, slot.dir, slot.checked_ms, slot.weight, false);
         }
         Ok(copy)
     }
@@ -243,12 +270,17 @@ impl FileCache {
         } else {
             self.counters.revalidations += 1;
         }
-        let dir_known = self
-            .dir_stamps
-            .get(parent_of(key))
-            .and_then(|&(stamp, checked)| self.within_interval(checked, now_ms).then_some(stamp));
+        let dir = parent_of(key);
+        let watching = self.watcher.as_ref().map(|w| w.is_watched(dir));
+        let dir_known = match watching {
+            // Its directory must be opened once, to add the watch.
+            Some(false) => None,
+            _ => self.dir_stamps.get(dir).and_then(|&(stamp, checked)| {
+                self.within_interval(checked, now_ms).then_some(stamp)
+            }),
+        };
         let mut fill = self.spare.pop().unwrap_or_else(|| Box::new(Fill::new()));
-        fill.start(key, old, dir_known);
+        fill.start(key, old, dir_known, watching.is_some());
         if miss {
             Begin::Miss(fill)
         } else {
@@ -281,12 +313,13 @@ impl FileCache {
                 }
             }
         }
+        let watched = self.watched_after(&mut fill);
         let existing = self.index.get(fill.key.as_slice()).copied();
         // A fill that could not conclude (it never should) answers 500 rather than leave the
         // request without an answer.
         let outcome = fill.outcome.take().unwrap_or(Outcome::Answer(Answer::Failed, None));
         match (outcome, existing) {
-            (Outcome::Unchanged, Some(index)) => self.touch(index, now_ms),
+            (Outcome::Unchanged, Some(index)) => self.touch(index, now_ms, watched),
             (Outcome::Unchanged, None) => {} // evicted meanwhile
             (Outcome::Answer(answer, dir), existing) => {
                 if let Some(index) = existing {
@@ -298,7 +331,7 @@ impl FileCache {
                         // Changed, but cannot be reopened now (out of descriptors): keep
                         // serving the version we have for another interval rather than fail
                         // requests for it.
-                        self.touch(index, now_ms);
+                        self.touch(index, now_ms, false);
                         return self.recycle(fill);
                     }
                     self.remove(index);
@@ -309,10 +342,129 @@ impl FileCache {
                         Answer::File(entry) => entry.weight(),
                         _ => 0,
                     };
-                self.insert(fill.key.as_slice().into(), answer, dir, now_ms, weight);
+                let watched = watched && !matches!(answer, Answer::Busy | Answer::Failed);
+                self.insert(fill.key.as_slice().into(), answer, dir, now_ms, weight, watched);
             }
         }
         self.recycle(fill);
+    }
+
+    /// Whether inotify reports the changes of what `fill` found: its directory (and their
+    /// ancestors) watched, adding the watch now with the directory it opened, and no symbolic
+    /// link on the way.
+    fn watched_after(&mut self, fill: &mut Fill) -> bool {
+        let Some(watcher) = &mut self.watcher else { return false };
+        let dir_file = fill.dir_file.take();
+        if fill.symlinked() {
+            return false;
+        }
+        let dir = parent_of(&fill.key);
+        watcher.is_watched(dir) || dir_file.is_some_and(|f| watcher.watch(dir, f.as_raw_fd()))
+    }
+
+    /// The descriptor of this cache's inotify instance, if it watches: the engine reads events
+    /// from it and passes them to `apply_events`.
+    pub fn watch_fd(&self) -> Option<RawFd> {
+        self.watcher.as_ref().map(|w| w.fd())
+    }
+
+    /// Marks stale every answer the inotify events in `buf` may concern: the entry named, the
+    /// file a `.br`/`.gz` sibling belongs to, everything under a directory that moved or went
+    /// away, and everything after a queue overflow.
+    pub fn apply_events(&mut self, buf: &[u8]) {
+        let Some(watcher) = self.watcher.take() else { return };
+        let mut key = [0u8; PATH_BYTES_MAX];
+        watcher.events(buf, |wd, Event { dir, mask, name }| {
+            if mask & libc::IN_Q_OVERFLOW != 0 {
+                for slot in self.slots.iter_mut().flatten() {
+                    slot.stale = true;
+                }
+                return;
+            }
+            if mask & libc::IN_IGNORED != 0 {
+                self.forget.push((wd, false));
+            }
+            let Some(dir) = dir else { return };
+            if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
+                self.stale_under(dir);
+                self.forget.push((wd, mask & libc::IN_MOVE_SELF != 0));
+                return;
+            }
+            if name.is_empty() {
+                return;
+            }
+            let joined = if dir.is_empty() { 0 } else { dir.len() + 1 };
+            if joined + name.len() > key.len() {
+                return;
+            }
+            key[..dir.len()].copy_from_slice(dir);
+            if !dir.is_empty() {
+                key[dir.len()] = b'/';
+            }
+            key[joined..joined + name.len()].copy_from_slice(name);
+            let path = &key[..joined + name.len()];
+            self.stale_key(path);
+            for suffix in [&b".br"[..], b".gz"] {
+                if let Some(base) = path.strip_suffix(suffix) {
+                    self.stale_key(base);
+                }
+            }
+            if mask & libc::IN_ISDIR != 0 {
+                self.stale_under(path);
+            }
+        });
+        let mut watcher = watcher;
+        for (wd, remove) in self.forget.drain(..) {
+            watcher.forget(wd, remove);
+        }
+        self.watcher = Some(watcher);
+    }
+
+    /// Reads the events pending on `watch_fd` with plain system calls and applies them (the
+    /// blocking engine, once `poll` said the descriptor is readable).
+    pub fn drain_events(&mut self, buf: &mut [u8]) {
+        loop {
+            let read = match &self.watcher {
+                Some(watcher) => watcher.read_into(buf),
+                None => return,
+            };
+            match read {
+                Ok(n) if n > 0 => self.apply_events(&buf[..n]),
+                _ => return, // EAGAIN: drained
+            }
+        }
+    }
+
+    /// Stops watching (events can no longer be read): every answer is re-checked by interval
+    /// from now on.
+    pub fn unwatch(&mut self) {
+        self.watcher = None;
+        for slot in self.slots.iter_mut().flatten() {
+            slot.watched = false;
+        }
+    }
+
+    fn stale_key(&mut self, key: &[u8]) {
+        if let Some(&index) = self.index.get(key) {
+            if let Some(slot) = &mut self.slots[index as usize] {
+                slot.stale = true;
+            }
+        }
+    }
+
+    /// Marks stale every answer at or below directory `dir` (rare: a directory moved or went
+    /// away), and forgets its stamp.
+    fn stale_under(&mut self, dir: &[u8]) {
+        for slot in self.slots.iter_mut().flatten() {
+            let below = dir.is_empty()
+                || slot
+                    .key
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.is_empty() || rest[0] == b'/');
+            if below {
+                slot.stale = true;
+            }
+        }
     }
 
     fn recycle(&mut self, mut fill: Box<Fill>) {
@@ -348,8 +500,9 @@ impl FileCache {
 
     fn is_fresh(&self, slot: &Slot, now_ms: u64) -> bool {
         match slot.answer {
+            _ if slot.stale => false,
             Answer::Busy | Answer::Failed => slot.checked_ms == now_ms,
-            _ => self.within_interval(slot.checked_ms, now_ms),
+            _ => slot.watched || self.within_interval(slot.checked_ms, now_ms),
         }
     }
 
@@ -359,9 +512,11 @@ impl FileCache {
             .is_none_or(|interval| now_ms.saturating_sub(checked_ms) < interval)
     }
 
-    fn touch(&mut self, index: u32, now_ms: u64) {
+    fn touch(&mut self, index: u32, now_ms: u64, watched: bool) {
         if let Some(slot) = &mut self.slots[index as usize] {
             slot.checked_ms = now_ms;
+            slot.stale = false;
+            slot.watched = watched;
         }
     }
 
@@ -425,12 +580,21 @@ impl FileCache {
         dir: Option<DirStamp>,
         checked_ms: u64,
         weight: usize,
+        watched: bool,
     ) {
         while !self.index.is_empty()
             && (self.index.len() >= self.limits.entries || self.bytes + weight > self.limits.bytes)
         {
-            self.evict_one();
+            self.evict_one(false);
         }
+        let files = match &answer {
+            Answer::File(entry) => entry.open_files(),
+            _ => 0,
+        };
+        while files > 0 && self.open_files > 0 && self.open_files + files > self.limits.open_files {
+            self.evict_one(true);
+        }
+        self.open_files += files;
         let slot = Slot {
             key: key.clone(),
             answer,
@@ -438,6 +602,8 @@ impl FileCache {
             checked_ms,
             weight,
             referenced: Cell::new(false),
+            watched,
+            stale: false,
         };
         let index = match self.free.pop() {
             Some(index) => {
@@ -453,14 +619,17 @@ impl FileCache {
         self.index.insert(key, index);
     }
 
-    /// CLOCK: the first slot from the hand whose reference bit is clear; bits passed over are
-    /// cleared. Two sweeps always find one.
-    fn evict_one(&mut self) {
+    /// CLOCK: the first slot from the hand whose reference bit is clear (among slots holding
+    /// open files, if `open_only`); bits passed over are cleared. Two sweeps always find one.
+    fn evict_one(&mut self, open_only: bool) {
         let len = self.slots.len();
         for _ in 0..2 * len {
             let at = self.hand % len;
             self.hand = (at + 1) % len;
             let Some(slot) = &self.slots[at] else { continue };
+            if open_only && !matches!(&slot.answer, Answer::File(e) if e.open_files() > 0) {
+                continue;
+            }
             if slot.referenced.replace(false) {
                 continue;
             }
@@ -474,6 +643,9 @@ impl FileCache {
         if let Some(slot) = self.slots[index as usize].take() {
             self.index.remove(&slot.key);
             self.bytes -= slot.weight;
+            if let Answer::File(entry) = &slot.answer {
+                self.open_files -= entry.open_files();
+            }
             self.free.push(index);
         }
     }
@@ -533,8 +705,13 @@ impl DirectoryFlags for std::fs::OpenOptions {
 mod tests {
     use super::*;
 
-    const LIMITS: CacheLimits =
-        CacheLimits { entries: 100, bytes: 1 << 20, revalidate_ms: Some(500) };
+    const LIMITS: CacheLimits = CacheLimits {
+        entries: 100,
+        bytes: 1 << 20,
+        revalidate_ms: Some(500),
+        watch: false,
+        open_files: 1000,
+    };
 
     fn is_file(cache: &FileCache, key: &[u8], now: u64) -> Option<Arc<Entry>> {
         match cache.get(key, now) {
@@ -599,12 +776,66 @@ mod tests {
     }
 
     #[test]
+    fn watched_answers_change_on_events_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/f.txt"), b"one").unwrap();
+        std::fs::write(dir.path().join("top.txt"), b"top").unwrap();
+        std::os::unix::fs::symlink("a/b", dir.path().join("link")).unwrap();
+        // An interval no test reaches: only events make anything stale.
+        let limits = CacheLimits { revalidate_ms: Some(1 << 40), watch: true, ..LIMITS };
+        let mut cache = FileCache::open(dir.path(), limits).unwrap();
+        assert!(cache.watch_fd().is_some(), "inotify is available");
+        let mut events = vec![0u8; super::super::EVENTS_BUFFER_BYTES];
+        let settle = |cache: &mut FileCache, events: &mut Vec<u8>| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            cache.drain_events(events);
+        };
+        for key in [&b"a/b/f.txt"[..], b"a/b/f.txt.br", b"top.txt", b"link/f.txt"] {
+            cache.fill(key, 0);
+        }
+        settle(&mut cache, &mut events);
+        assert!(is_file(&cache, b"a/b/f.txt", 1).is_some(), "no event: still fresh");
+        // A rewrite in place, seen through the file's directory.
+        std::fs::write(dir.path().join("a/b/f.txt"), b"two!").unwrap();
+        settle(&mut cache, &mut events);
+        assert!(matches!(cache.get(b"a/b/f.txt", 2), Lookup::Unknown), "stale after the event");
+        cache.fill(b"a/b/f.txt", 2);
+        assert_eq!(is_file(&cache, b"a/b/f.txt", 2).unwrap().body().owned(), Some(&b"two!"[..]));
+        // A sibling appearing: the file is re-checked and gains its variant; the negative
+        // answer for the sibling itself goes stale too.
+        std::fs::write(dir.path().join("a/b/f.txt.br"), b"BR").unwrap();
+        settle(&mut cache, &mut events);
+        assert!(matches!(cache.get(b"a/b/f.txt.br", 3), Lookup::Unknown));
+        cache.fill(b"a/b/f.txt", 3);
+        assert!(is_file(&cache, b"a/b/f.txt", 3).unwrap().br.is_some());
+        // An ancestor renamed: everything below it goes stale.
+        std::fs::rename(dir.path().join("a"), dir.path().join("a2")).unwrap();
+        settle(&mut cache, &mut events);
+        cache.fill(b"a/b/f.txt", 4);
+        assert!(matches!(cache.get(b"a/b/f.txt", 4), Lookup::Missing));
+        assert!(is_file(&cache, b"top.txt", 4).is_some(), "others untouched");
+        // Through a symbolic link: not watched, so re-checked by interval only.
+        let slot = |cache: &FileCache, key: &[u8]| {
+            cache.slots[cache.index[key] as usize].as_ref().map(|s| s.watched)
+        };
+        assert_eq!(slot(&cache, b"link/f.txt"), Some(false));
+        assert_eq!(slot(&cache, b"top.txt"), Some(true));
+    }
+
+    #[test]
     fn the_cache_stays_within_its_bounds_and_keeps_hot_entries() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..50 {
             std::fs::write(dir.path().join(format!("{i}.txt")), vec![b'x'; 1000]).unwrap();
         }
-        let limits = CacheLimits { entries: 10, bytes: 1 << 20, revalidate_ms: None };
+        let limits = CacheLimits {
+            entries: 10,
+            bytes: 1 << 20,
+            revalidate_ms: None,
+            watch: false,
+            open_files: 10,
+        };
         let mut cache = FileCache::open(dir.path(), limits).unwrap();
         cache.fill(b"0.txt", 0);
         for i in 1..50 {
@@ -613,7 +844,13 @@ mod tests {
             assert!(cache.len() <= 10);
         }
         assert_eq!(cache.counters().evictions, 40);
-        let limits = CacheLimits { entries: 1000, bytes: 5 * 1500, revalidate_ms: None };
+        let limits = CacheLimits {
+            entries: 1000,
+            bytes: 5 * 1500,
+            revalidate_ms: None,
+            watch: false,
+            open_files: 1000,
+        };
         let mut cache = FileCache::open(dir.path(), limits).unwrap();
         for i in 0..50 {
             cache.fill(format!("{i}.txt").as_bytes(), 0);

@@ -82,6 +82,8 @@ struct Part {
     tries: u8,
     /// Opened without RESOLVE_BENEATH (an absolute symlink): containment checked after.
     fallback: bool,
+    /// Reached through a symbolic link (inotify on its directory would not see its changes).
+    symlinked: bool,
     file: Option<File>,
     stamp: Option<Stamp>,
     /// Read target of a small body.
@@ -98,6 +100,7 @@ impl Part {
             state: State::Idle,
             tries: 0,
             fallback: false,
+            symlinked: false,
             file: None,
             stamp: None,
             buf: Vec::new(),
@@ -105,8 +108,10 @@ impl Part {
         }
     }
 
-    /// Ready to open `base` + `suffix` beneath the root; `false` if that is no valid path.
-    fn prepare_open(&mut self, base: &[u8], suffix: &[u8], flags: i32) -> bool {
+    /// Ready to open `base` + `suffix` beneath the root (first without following symbolic
+    /// links if `no_symlinks`, to learn whether inotify sees its changes); `false` if that is no
+    /// valid path.
+    fn prepare_open(&mut self, base: &[u8], suffix: &[u8], flags: i32, no_symlinks: bool) -> bool {
         self.path.clear();
         let base = if base.is_empty() { &b"."[..] } else { base };
         if base.len() + suffix.len() + 1 > PATH_BYTES_MAX || base.contains(&0) {
@@ -119,6 +124,9 @@ impl Part {
         let extra = if flags & libc::O_PATH != 0 { 0 } else { libc::O_NOCTTY };
         self.how.flags = (flags | extra | libc::O_CLOEXEC) as u64;
         self.how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        if no_symlinks {
+            self.how.resolve |= libc::RESOLVE_NO_SYMLINKS;
+        }
         self.state = State::ToOpen;
         true
     }
@@ -127,6 +135,7 @@ impl Part {
         self.state = State::Idle;
         self.tries = 0;
         self.fallback = false;
+        self.symlinked = false;
         self.file = None;
         self.stamp = None;
         self.bytes = None;
@@ -168,6 +177,10 @@ pub struct Fill {
     pub(super) dir_now: Option<DirStamp>,
     /// The directory was opened: its new stamp is stored at `finish`.
     pub(super) dir_opened: bool,
+    /// The directory, kept open for `finish` to add its inotify watch.
+    pub(super) dir_file: Option<File>,
+    /// Opens try without following symbolic links first (the cache watches).
+    no_symlinks: bool,
     parts: [Part; PARTS],
     stage: Stage,
     in_flight: u8,
@@ -182,6 +195,8 @@ impl Fill {
             dir_known: None,
             dir_now: None,
             dir_opened: false,
+            dir_file: None,
+            no_symlinks: false,
             parts: [Part::new(), Part::new(), Part::new(), Part::new()],
             stage: Stage::Done,
             in_flight: 0,
@@ -191,7 +206,13 @@ impl Fill {
 
     /// Sets the fill up for `key`: the file's part (and, for a miss or a changed directory,
     /// its siblings', and the directory's when its stamp is not fresh) ready to open.
-    pub(super) fn start(&mut self, key: &[u8], old: Old, dir_known: Option<Option<DirStamp>>) {
+    pub(super) fn start(
+        &mut self,
+        key: &[u8],
+        old: Old,
+        dir_known: Option<Option<DirStamp>>,
+        no_symlinks: bool,
+    ) {
         self.key.clear();
         self.key.extend_from_slice(key);
         for part in &mut self.parts {
@@ -202,30 +223,40 @@ impl Fill {
         self.outcome = None;
         self.dir_now = None;
         self.dir_opened = false;
+        self.dir_file = None;
+        self.no_symlinks = no_symlinks;
         // A cached file's absent siblings cannot have appeared while its directory is
-        // unchanged, so a revalidation opens only the siblings it has; a changed directory
-        // opens the rest in a second round (`examine`).
+        // unchanged, so a revalidation by interval opens only the siblings it has; a changed
+        // directory opens the rest in a second round (`examine`). A watching cache re-checks
+        // after an event, which may be a sibling appearing within the directory stamp's
+        // interval: it opens them all.
         let (with_br, with_gz) = match &old {
-            Old::File(entry, _) => (entry.br.is_some(), entry.gzip.is_some()),
-            Old::Nothing | Old::Other => (true, true),
+            Old::File(entry, _) if !no_symlinks => (entry.br.is_some(), entry.gzip.is_some()),
+            _ => (true, true),
         };
         self.old = old;
         self.dir_known = dir_known;
         let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-        if !self.parts[FILE].prepare_open(key, b"", flags) {
+        if !self.parts[FILE].prepare_open(key, b"", flags, no_symlinks) {
             // Longer than PATH_MAX or holding a NUL: nothing can be there.
             self.conclude(Outcome::Answer(Answer::Missing, None));
             return;
         }
         if with_br {
-            self.parts[BR].prepare_open(key, b".br", flags);
+            self.parts[BR].prepare_open(key, b".br", flags, no_symlinks);
         }
         if with_gz {
-            self.parts[GZ].prepare_open(key, b".gz", flags);
+            self.parts[GZ].prepare_open(key, b".gz", flags, no_symlinks);
         }
         if self.dir_known.is_none() {
-            self.parts[DIR].prepare_open(parent_of(key), b"", libc::O_PATH | libc::O_DIRECTORY);
+            let flags = libc::O_PATH | libc::O_DIRECTORY;
+            self.parts[DIR].prepare_open(parent_of(key), b"", flags, no_symlinks);
         }
+    }
+
+    /// Whether a symbolic link was on the way to anything this fill opened.
+    pub(super) fn symlinked(&self) -> bool {
+        self.parts.iter().any(|p| p.symlinked)
     }
 
     /// The path being filled.
@@ -313,11 +344,18 @@ impl Fill {
                         // A concurrent rename kept the kernel from proving containment.
                         p.tries += 1;
                         p.state = State::ToOpen;
+                    } else if errno == libc::ELOOP && p.how.resolve & libc::RESOLVE_NO_SYMLINKS != 0
+                    {
+                        // A symbolic link on the way: allowed, but not watchable.
+                        p.symlinked = true;
+                        p.how.resolve &= !libc::RESOLVE_NO_SYMLINKS;
+                        p.state = State::ToOpen;
                     } else if errno == libc::EXDEV && !p.fallback && part != DIR {
                         // RESOLVE_BENEATH refuses absolute symlinks, even ones that point back
                         // inside the root: open plainly, then keep the file only if it lies
                         // under the root's canonical path (the server's symlink policy).
                         p.fallback = true;
+                        p.symlinked = true;
                         p.how.resolve = libc::RESOLVE_NO_MAGICLINKS;
                         p.state = State::ToOpen;
                     } else {
@@ -384,9 +422,10 @@ impl Fill {
     fn examine(&mut self) {
         if self.parts[DIR].state != State::Idle {
             self.dir_opened = true;
-            self.dir_now = self.parts[DIR]
-                .file
-                .take()
+            self.dir_file = self.parts[DIR].file.take();
+            self.dir_now = self
+                .dir_file
+                .as_ref()
                 .and_then(|f| f.metadata().ok())
                 .map(|m| DirStamp::of_metadata(&m));
             self.parts[DIR].state = State::Idle;
@@ -425,7 +464,8 @@ impl Fill {
             let same_dir = *dir == self.dir_now;
             let same = |p: &Part, cached: Option<&Arc<Entry>>| match cached {
                 Some(e) => p.stamp == Some(e.stamp),
-                None => same_dir, // absent, and nothing was created beside it
+                None if p.state == State::Idle => same_dir, // not opened: nothing appeared?
+                None => p.stamp.is_none(),                  // opened: still absent?
             };
             if self.parts[FILE].stamp == Some(entry.stamp)
                 && same_dir
@@ -440,7 +480,7 @@ impl Fill {
             let flags = libc::O_RDONLY | libc::O_NONBLOCK;
             for (v, suffix) in [(BR, &b".br"[..]), (GZ, b".gz")] {
                 if self.parts[v].state == State::Idle {
-                    self.parts[v].prepare_open(&key, suffix, flags);
+                    self.parts[v].prepare_open(&key, suffix, flags, self.no_symlinks);
                 }
             }
             self.key = key;

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod fill;
 pub mod mime;
 pub mod resolve;
+mod watch;
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -19,6 +20,7 @@ use memmap2::Mmap;
 
 pub use cache::{Begin, CacheCounters, CacheLimits, FileCache, Lookup};
 pub use fill::{Fill, Request};
+pub use watch::EVENTS_BUFFER_BYTES;
 
 /// Files up to this size are read into memory instead of mapped. Only these bytes, which the
 /// server owns, are ever read in user space (copied behind a response head). Larger files are
@@ -131,11 +133,20 @@ impl Entry {
             Bytes::Mapped(m, file) => Body::Mapped(MappedSlice {
                 ptr: m.as_ptr(),
                 len: m.len(),
+                file_len: m.len(),
                 fd: file.as_raw_fd(),
                 offset: 0,
                 _entry: PhantomData,
             }),
         }
+    }
+
+    /// Files this entry keeps open and mapped: itself and its variants when larger than
+    /// `COPIED_FILE_BYTES_MAX`.
+    pub fn open_files(&self) -> usize {
+        let own = usize::from(matches!(self.bytes, Bytes::Mapped(..)));
+        own + self.br.as_ref().map_or(0, |e| e.open_files())
+            + self.gzip.as_ref().map_or(0, |e| e.open_files())
     }
 
     /// Whether this entry has precompressed variants.
@@ -144,13 +155,14 @@ impl Entry {
     }
 
     /// Bytes this entry accounts for in the cache budget: header fields, variants, and the
-    /// body's bytes that can become resident in the process: all of a body read into memory;
-    /// of a mapped one at most `SPLICE_BODY_BYTES_MIN`, since larger bodies are spliced from
-    /// the file and never touch the mapping (counting them whole would let one large video
-    /// push every small file out of the cache).
+    /// body's bytes that can become resident in the process: all of a body read into memory,
+    /// all of a mapped one sent from its mapping (below `SPLICE_BODY_BYTES_MIN`), none of a
+    /// larger one, which is always spliced from the file (ranges included) and never touches
+    /// the mapping (counting it would let one large video push every small file out).
     pub fn weight(&self) -> usize {
         let body = match &self.bytes {
-            Bytes::Mapped(..) => (self.len as usize).min(crate::batch::SPLICE_BODY_BYTES_MIN),
+            Bytes::Mapped(..) if self.len as usize >= crate::batch::SPLICE_BODY_BYTES_MIN => 0,
+            Bytes::Mapped(..) => self.len as usize,
             Bytes::Empty | Bytes::Copied(_) => self.len as usize,
         };
         let own = body + self.fields_200.len() + self.type_line.len() + self.meta.len();
@@ -203,6 +215,7 @@ impl<'a> Body<'a> {
             Body::Mapped(m) => Body::Mapped(MappedSlice {
                 ptr: m.ptr.wrapping_add(start),
                 len: end - start,
+                file_len: m.file_len,
                 fd: m.fd,
                 offset: m.offset + start as u64,
                 _entry: PhantomData,
@@ -218,6 +231,8 @@ impl<'a> Body<'a> {
 pub struct MappedSlice<'a> {
     ptr: *const u8,
     len: usize,
+    /// Length of the whole mapping the slice is part of.
+    file_len: usize,
     fd: RawFd,
     offset: u64,
     _entry: PhantomData<&'a Entry>,
@@ -227,6 +242,12 @@ impl MappedSlice<'_> {
     /// The slice's address, for the kernel to read (a sendmsg iovec).
     pub fn addr(&self) -> *const u8 {
         self.ptr
+    }
+
+    /// Whether the slice belongs to a file large enough that any part of it is spliced, never
+    /// sent from the mapping (so the mapping's pages never become resident in the process).
+    pub fn spliced(&self) -> bool {
+        self.file_len >= crate::batch::SPLICE_BODY_BYTES_MIN
     }
 
     /// The open file and the slice's offset in it, for splice or sendfile.
@@ -251,7 +272,13 @@ mod tests {
 
     /// The entry the cache builds for `name` in `dir`.
     fn entry_of(dir: &std::path::Path, name: &str) -> Arc<Entry> {
-        let limits = CacheLimits { entries: 10, bytes: 1 << 30, revalidate_ms: None };
+        let limits = CacheLimits {
+            entries: 10,
+            bytes: 1 << 30,
+            revalidate_ms: None,
+            watch: false,
+            open_files: 10,
+        };
         let mut cache = FileCache::open(dir, limits).unwrap();
         cache.fill(name.as_bytes(), 0);
         match cache.get(name.as_bytes(), 0) {

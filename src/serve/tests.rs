@@ -8,7 +8,13 @@ fn root() -> (tempfile::TempDir, FileCache) {
     std::fs::create_dir(dir.path().join("docs")).unwrap();
     std::fs::write(dir.path().join("docs/index.html"), b"docs").unwrap();
     std::fs::create_dir(dir.path().join("empty")).unwrap();
-    let limits = CacheLimits { entries: 100, bytes: 1 << 20, revalidate_ms: None };
+    let limits = CacheLimits {
+        entries: 100,
+        bytes: 1 << 20,
+        revalidate_ms: None,
+        watch: false,
+        open_files: 1000,
+    };
     let cache = FileCache::open(dir.path(), limits).unwrap();
     (dir, cache)
 }

@@ -178,3 +178,39 @@ impl Worker {
         self.lookups.free.push(job);
     }
 }
+
+impl Worker {
+    /// Reads the file cache's inotify events through the ring, if it watches. The read waits
+    /// in the kernel (a poll armed by io_uring) until events arrive.
+    pub(super) fn arm_watch(&mut self) {
+        let Some(fd) = self.files.watch_fd() else { return };
+        let len = self.watch_buf.len() as u32;
+        let entry = opcode::Read::new(types::Fd(fd), self.watch_buf.as_mut_ptr(), len)
+            .build()
+            .user_data(Token::worker(Op::Watch).pack());
+        // SAFETY: the target is the worker's boxed `watch_buf`, which outlives the ring
+        // (dropped first); the inotify descriptor is owned by the worker's cache, which does too.
+        unsafe { ring::push(&mut self.ring, &entry) };
+    }
+
+    pub(super) fn on_watch(&mut self, result: i32) {
+        match result {
+            n if n > 0 => {
+                self.files.apply_events(&self.watch_buf[..n as usize]);
+                self.arm_watch();
+            }
+            e if e == -libc::EAGAIN => {
+                // An older kernel answered at once: wait for readability, then read.
+                let Some(fd) = self.files.watch_fd() else { return };
+                let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                    .build()
+                    .user_data(Token::worker(Op::WatchPoll).pack());
+                // SAFETY: a poll carries no pointer.
+                unsafe { ring::push(&mut self.ring, &entry) };
+            }
+            // The descriptor is unusable: no more events will come, so answers go back to
+            // being re-checked by interval.
+            _ => self.files.unwatch(),
+        }
+    }
+}

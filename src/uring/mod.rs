@@ -139,6 +139,9 @@ pub struct Worker {
     /// This worker's file cache: hits need no system call; misses are filled through the
     /// ring (`lookups`) while their connections wait.
     files: FileCache,
+    /// Target of the inotify event reads (`lookup::arm_watch`); boxed so its address is fixed
+    /// while a read is in flight.
+    watch_buf: Box<[u8]>,
     /// Fills in flight and the connections waiting for them. Declared after `ring`: dropped
     /// after it, and the worker never exits while a fill runs.
     lookups: Lookups,
@@ -208,6 +211,7 @@ impl Worker {
             tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
             files,
             lookups: Lookups::default(),
+            watch_buf: vec![0u8; crate::files::EVENTS_BUFFER_BYTES].into_boxed_slice(),
             now_ms: 0,
             serving: Serving {
                 date: DateCache::new(),
@@ -238,6 +242,7 @@ impl Worker {
         self.arm_accept();
         self.arm_tick();
         self.arm_wake();
+        self.arm_watch();
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(CQE_BATCH_COUNT);
         // The event loop: the one loop that does not end by itself; it ends when a drain
         // completes.
@@ -285,6 +290,8 @@ impl Worker {
                 self.settle_current(token);
             }
             Op::Lookup => self.on_lookup(token, result),
+            Op::Watch => self.on_watch(result),
+            Op::WatchPoll => self.arm_watch(),
             Op::Close | Op::Cancel | Op::Shutdown => self.on_other(token),
             Op::Tick => self.on_tick(),
             Op::Wake => self.on_wake(result),

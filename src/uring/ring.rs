@@ -64,6 +64,8 @@ fn check_features(ring: &IoUring) -> Result<(), Error> {
         (opcode::Shutdown::CODE, "shutdown"),
         (opcode::Timeout::CODE, "timeout"),
         (opcode::AsyncCancel::CODE, "async cancel"),
+        (opcode::OpenAt2::CODE, "openat2"),
+        (opcode::Read::CODE, "read"),
     ] {
         if !probe.is_supported(code) {
             return Err(Error::Uring {

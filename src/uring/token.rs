@@ -30,6 +30,10 @@ pub enum Op {
     /// A file-cache fill's open or read; the slot field names the fill, the generation field
     /// its generation and part (see `lookup.rs`).
     Lookup = 11,
+    /// Read of the file cache's inotify events.
+    Watch = 12,
+    /// Poll for inotify events, on kernels whose read answered EAGAIN instead of waiting.
+    WatchPoll = 13,
 }
 
 impl Op {
@@ -46,6 +50,8 @@ impl Op {
             9 => Op::Reject,
             10 => Op::Fill,
             11 => Op::Lookup,
+            12 => Op::Watch,
+            13 => Op::WatchPoll,
             _ => return None,
         })
     }

@@ -183,7 +183,13 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
     let dir = tempfile::tempdir().unwrap();
     property_root(dir.path());
     // A small cache, so random paths also make it evict.
-    let cache_limits = CacheLimits { entries: 64, bytes: 1 << 20, revalidate_ms: None };
+    let cache_limits = CacheLimits {
+        entries: 64,
+        bytes: 1 << 20,
+        revalidate_ms: None,
+        watch: false,
+        open_files: 1000,
+    };
     let mut cache = FileCache::open(dir.path(), cache_limits).unwrap();
     let limits = ParseLimits::default();
     let mut date = ringserve::http::date::DateCache::new();
