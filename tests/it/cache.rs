@@ -68,10 +68,15 @@ fn a_large_tree_is_served_at_once() {
 /// within a second, on a connection that keeps asking.
 #[test]
 fn changes_of_every_kind_show_within_a_second() {
-    for flags in ENGINES {
+    // Each engine, watching with inotify (the default) and re-checking by interval.
+    let modes = ENGINES.iter().flat_map(|engine| [(*engine, false), (*engine, true)]);
+    for (engine, no_watch) in modes {
         // One worker: each worker re-checks its own cache, so with two a fresh connection could
         // meet the other worker's copy, still within its interval.
-        let args = with_engine(&["--threads", "1"], flags);
+        let base: &[&str] =
+            if no_watch { &["--threads", "1", "--no-watch"] } else { &["--threads", "1"] };
+        let args = with_engine(base, engine);
+        let flags = &args;
         let server = Server::start(demo_root, &args);
         let root = server.root().to_path_buf();
         let mut client = Client::new(&server);
