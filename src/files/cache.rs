@@ -166,8 +166,13 @@ pub struct FileCache {
     spare: Vec<Box<Fill>>,
     /// The inotify instance, when watching.
     watcher: Option<Watcher>,
-    /// Watches to forget after a batch of events (wd, and whether to remove it).
+    /// Watches to forget after a batch of events (wd, and whether to remove it), and
+    /// directories whose watches below them are to be removed.
     forget: Vec<(i32, bool)>,
+    forget_under: Vec<Box<[u8]>>,
+    /// Batches of events applied so far: a fill that saw this change while it ran is not
+    /// trusted as watched.
+    events_applied: u64,
 }
 
 impl FileCache {
@@ -208,6 +213,8 @@ impl FileCache {
             spare: Vec::new(),
             watcher,
             forget: Vec::new(),
+            forget_under: Vec::new(),
+            events_applied: 0,
         }
     }
 
@@ -281,6 +288,8 @@ impl FileCache {
         };
         let mut fill = self.spare.pop().unwrap_or_else(|| Box::new(Fill::new()));
         fill.start(key, old, dir_known, watching.is_some());
+        fill.dir_was_watched = watching == Some(true);
+        fill.events_at_begin = self.events_applied;
         if miss {
             Begin::Miss(fill)
         } else {
@@ -359,7 +368,18 @@ impl FileCache {
             return false;
         }
         let dir = parent_of(&fill.key);
-        watcher.is_watched(dir) || dir_file.is_some_and(|f| watcher.watch(dir, f.as_raw_fd()))
+        if !watcher.is_watched(dir) {
+            if let Some(file) = dir_file {
+                watcher.watch(dir, file.as_raw_fd());
+            }
+            // Watched from now on, but a change between this fill's opens and the new watch
+            // was reported to no one: this answer keeps the interval re-check until its next
+            // fill.
+            return false;
+        }
+        // Watched since before the fill began, and no event arrived while it ran (one might
+        // concern what it read; then the interval re-check covers it).
+        fill.dir_was_watched && fill.events_at_begin == self.events_applied
     }
 
     /// The descriptor of this cache's inotify instance, if it watches: the engine reads events
@@ -373,6 +393,7 @@ impl FileCache {
     /// away, and everything after a queue overflow.
     pub fn apply_events(&mut self, buf: &[u8]) {
         let Some(watcher) = self.watcher.take() else { return };
+        self.events_applied += 1;
         let mut key = [0u8; PATH_BYTES_MAX];
         watcher.events(buf, |wd, Event { dir, mask, name }| {
             if mask & libc::IN_Q_OVERFLOW != 0 {
@@ -386,8 +407,10 @@ impl FileCache {
             }
             let Some(dir) = dir else { return };
             if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
+                // The watches below it now watch directories under other paths, or none.
                 self.stale_under(dir);
                 self.forget.push((wd, mask & libc::IN_MOVE_SELF != 0));
+                self.forget_under.push(dir.into());
                 return;
             }
             if name.is_empty() {
@@ -411,11 +434,17 @@ impl FileCache {
             }
             if mask & libc::IN_ISDIR != 0 {
                 self.stale_under(path);
+                if mask & (libc::IN_MOVED_FROM | libc::IN_DELETE) != 0 {
+                    self.forget_under.push(path.into());
+                }
             }
         });
         let mut watcher = watcher;
         for (wd, remove) in self.forget.drain(..) {
             watcher.forget(wd, remove);
+        }
+        for dir in self.forget_under.drain(..) {
+            watcher.forget_under(&dir);
         }
         self.watcher = Some(watcher);
     }
@@ -791,9 +820,15 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
             cache.drain_events(events);
         };
+        let slot = |cache: &FileCache, key: &[u8]| {
+            cache.slots[cache.index[key] as usize].as_ref().map(|s| s.watched)
+        };
         for key in [&b"a/b/f.txt"[..], b"a/b/f.txt.br", b"top.txt", b"link/f.txt"] {
             cache.fill(key, 0);
         }
+        // Its directory's watch was added by this fill: a change before that was reported to
+        // no one, so the answer keeps the interval re-check until its next fill.
+        assert_eq!(slot(&cache, b"a/b/f.txt"), Some(false));
         settle(&mut cache, &mut events);
         assert!(is_file(&cache, b"a/b/f.txt", 1).is_some(), "no event: still fresh");
         // A rewrite in place, seen through the file's directory.
@@ -802,6 +837,7 @@ mod tests {
         assert!(matches!(cache.get(b"a/b/f.txt", 2), Lookup::Unknown), "stale after the event");
         cache.fill(b"a/b/f.txt", 2);
         assert_eq!(is_file(&cache, b"a/b/f.txt", 2).unwrap().body().owned(), Some(&b"two!"[..]));
+        assert_eq!(slot(&cache, b"a/b/f.txt"), Some(true), "watched from its second fill");
         // A sibling appearing: the file is re-checked and gains its variant; the negative
         // answer for the sibling itself goes stale too.
         std::fs::write(dir.path().join("a/b/f.txt.br"), b"BR").unwrap();
@@ -816,9 +852,6 @@ mod tests {
         assert!(matches!(cache.get(b"a/b/f.txt", 4), Lookup::Missing));
         assert!(is_file(&cache, b"top.txt", 4).is_some(), "others untouched");
         // Through a symbolic link: not watched, so re-checked by interval only.
-        let slot = |cache: &FileCache, key: &[u8]| {
-            cache.slots[cache.index[key] as usize].as_ref().map(|s| s.watched)
-        };
         assert_eq!(slot(&cache, b"link/f.txt"), Some(false));
         assert_eq!(slot(&cache, b"top.txt"), Some(true));
     }

@@ -181,6 +181,10 @@ pub struct Fill {
     pub(super) dir_file: Option<File>,
     /// Opens try without following symbolic links first (the cache watches).
     no_symlinks: bool,
+    /// The directory was watched when the fill began, and how many batches of events the
+    /// cache had applied then (see `FileCache::watched_after`).
+    pub(super) dir_was_watched: bool,
+    pub(super) events_at_begin: u64,
     parts: [Part; PARTS],
     stage: Stage,
     in_flight: u8,
@@ -197,6 +201,8 @@ impl Fill {
             dir_opened: false,
             dir_file: None,
             no_symlinks: false,
+            dir_was_watched: false,
+            events_at_begin: 0,
             parts: [Part::new(), Part::new(), Part::new(), Part::new()],
             stage: Stage::Done,
             in_flight: 0,

@@ -139,6 +139,23 @@ impl Watcher {
         }
     }
 
+    /// Removes the watches on `dir` and every directory below it (moved or deleted: their keys
+    /// no longer name them). Fills add them again under their new paths.
+    pub(super) fn forget_under(&mut self, dir: &[u8]) {
+        let below: Vec<i32> = self
+            .by_wd
+            .iter()
+            .filter(|(_, key)| {
+                dir.is_empty()
+                    || key.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+            })
+            .map(|(&wd, _)| wd)
+            .collect();
+        for wd in below {
+            self.forget(wd, true);
+        }
+    }
+
     /// Calls `each` for every complete event in `buf` (bytes read from `fd`), with the wd.
     pub(super) fn events(&self, buf: &[u8], mut each: impl FnMut(i32, Event<'_>)) {
         let mut at = 0;
