@@ -35,5 +35,7 @@ for binary in "${@:-target/release/ringserve}"; do
     echo "== $binary"
     echo "cached page: $(echo "$hot" | grep -E ' p50 ' | sed 's/^ *//')"
     echo "cached page: $(echo "$hot" | grep -E 'requests in' | sed 's/^ *//')"
+    echo "cached page: $(echo "$hot" | grep -E 'Status:' | sed 's/^ *//')"
     echo "cold paths:  $(grep -E 'requests in' target/compare/cold-miss.out | sed 's/^ *//')"
+    echo "cold paths:  $(grep -E 'Status:' target/compare/cold-miss.out | sed 's/^ *//')"
 done

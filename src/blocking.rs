@@ -104,9 +104,8 @@ fn watch_loop(fd: RawFd, files: &Files, control: &Control) {
         let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one live pollfd; the timeout bounds how long a stop waits for this thread.
         let ready = unsafe { libc::poll(&mut poll, 1, WATCH_POLL_MILLIS) };
-        if ready > 0 {
-            files.lock().drain_events(&mut buf);
-        }
+        // The lock is taken per buffer of events, so a stream of them cannot starve requests.
+        while ready > 0 && files.lock().read_events(&mut buf) {}
     }
 }
 

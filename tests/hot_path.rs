@@ -1,11 +1,13 @@
 //! No heap allocation per request in steady state: a counting global allocator wraps the
 //! system allocator; the server runs in-process with one io_uring worker; after a warm-up,
 //! 10,000 keep-alive requests (plain and pipelined) must cause zero allocations anywhere in
-//! the process. The client side reads into fixed buffers so it allocates nothing either.
+//! the process. The client side reads into fixed buffers so it allocates nothing either. Both
+//! ways of re-checking cached files run meanwhile: by interval, and on inotify events.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Counting;
@@ -63,6 +65,15 @@ const REVALIDATE_EVERY_MS: u64 = 5;
 
 #[test]
 fn steady_state_requests_allocate_nothing() {
+    // One test, so the two servers never count each other's allocations.
+    steady_state(false);
+    steady_state(true);
+}
+
+/// With `watch`, re-checks are triggered by inotify events: a thread opens the page for
+/// writing and closes it every 2 ms (IN_CLOSE_WRITE, contents unchanged), through libc with a
+/// path built beforehand, so it allocates nothing itself.
+fn steady_state(watch: bool) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), vec![b'x'; 135]).unwrap();
     std::fs::write(dir.path().join("image.bin"), vec![b'y'; 64 * 1024]).unwrap();
@@ -71,8 +82,7 @@ fn steady_state_requests_allocate_nothing() {
     // Revalidation included: each cached file is re-checked (statx) every few milliseconds,
     // many times during the measured requests, and that must not allocate either.
     config.cache.revalidate_ms = Some(REVALIDATE_EVERY_MS);
-    // Re-checked by interval, not on inotify events (which would not come: nothing changes).
-    config.cache.watch = false;
+    config.cache.watch = watch;
     config.keepalive_requests = u32::MAX;
     let server = ringserve::Server::start(&config).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
@@ -100,15 +110,39 @@ fn steady_state_requests_allocate_nothing() {
         exchange(&mut stream, request, sizes[i], 2000, 1);
         exchange(&mut stream, request, sizes[i], 2000, 16);
     }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = watch.then(|| {
+        let path =
+            std::ffi::CString::new(dir.path().join("index.html").into_os_string().into_vec());
+        let (path, stop) = (path.unwrap(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: a NUL-terminated path that lives across the call.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+                assert!(fd >= 0);
+                // SAFETY: closes the descriptor just opened.
+                unsafe { libc::close(fd) };
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20)); // the thread is running
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     exchange(&mut stream, cases[0].0, sizes[0], 4000, 1);
     exchange(&mut stream, cases[0].0, sizes[0], 4000, 16);
     exchange(&mut stream, cases[1].0, sizes[1], 1000, 1);
     exchange(&mut stream, cases[1].0, sizes[1], 1008, 16);
     let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
-    assert_eq!(allocations, 0, "{allocations} allocations during 10,008 steady-state requests");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(toucher) = toucher {
+        toucher.join().unwrap();
+    }
+    assert_eq!(
+        allocations, 0,
+        "watch {watch}: {allocations} allocations during 10,008 steady-state requests"
+    );
     drop(stream);
     let counters = server.shutdown().unwrap();
-    assert!(counters.cache_revalidations > 10, "revalidations happened: {counters:?}");
+    assert!(counters.cache_revalidations > 10, "watch {watch}: re-checks: {counters:?}");
     assert_eq!(counters.cache_misses, 2, "each file opened once: {counters:?}");
 }

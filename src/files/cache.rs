@@ -368,8 +368,11 @@ impl FileCache {
             return false;
         }
         let dir = parent_of(&fill.key);
+        let quiet = fill.events_at_begin == self.events_applied;
         if !watcher.is_watched(dir) {
-            if let Some(file) = dir_file {
+            // Not while events arrived: the directory this fill opened may have been renamed
+            // away meanwhile, and would be watched under a path it no longer has.
+            if let (Some(file), true) = (dir_file, quiet) {
                 watcher.watch(dir, file.as_raw_fd());
             }
             // Watched from now on, but a change between this fill's opens and the new watch
@@ -379,7 +382,7 @@ impl FileCache {
         }
         // Watched since before the fill began, and no event arrived while it ran (one might
         // concern what it read; then the interval re-check covers it).
-        fill.dir_was_watched && fill.events_at_begin == self.events_applied
+        fill.dir_was_watched && quiet
     }
 
     /// The descriptor of this cache's inotify instance, if it watches: the engine reads events
@@ -397,9 +400,12 @@ impl FileCache {
         let mut key = [0u8; PATH_BYTES_MAX];
         watcher.events(buf, |wd, Event { dir, mask, name }| {
             if mask & libc::IN_Q_OVERFLOW != 0 {
+                // Events were dropped, watches' removals among them: trust nothing, and let
+                // fills add every watch again.
                 for slot in self.slots.iter_mut().flatten() {
                     slot.stale = true;
                 }
+                self.forget_under.push(Box::default());
                 return;
             }
             if mask & libc::IN_IGNORED != 0 {
@@ -449,18 +455,21 @@ impl FileCache {
         self.watcher = Some(watcher);
     }
 
-    /// Reads the events pending on `watch_fd` with plain system calls and applies them (the
-    /// blocking engine, once `poll` said the descriptor is readable).
-    pub fn drain_events(&mut self, buf: &mut [u8]) {
-        loop {
-            let read = match &self.watcher {
-                Some(watcher) => watcher.read_into(buf),
-                None => return,
-            };
-            match read {
-                Ok(n) if n > 0 => self.apply_events(&buf[..n]),
-                _ => return, // EAGAIN: drained
+    /// Reads one buffer of the events pending on `watch_fd` with a plain system call and
+    /// applies them (the blocking engine, once `poll` said the descriptor is readable);
+    /// `false` when none were pending. One buffer per call, so the caller can let go of the
+    /// cache's lock between reads.
+    pub fn read_events(&mut self, buf: &mut [u8]) -> bool {
+        let read = match &self.watcher {
+            Some(watcher) => watcher.read_into(buf),
+            None => return false,
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                self.apply_events(&buf[..n]);
+                true
             }
+            _ => false, // EAGAIN: drained
         }
     }
 
@@ -818,7 +827,7 @@ mod tests {
         let mut events = vec![0u8; super::super::EVENTS_BUFFER_BYTES];
         let settle = |cache: &mut FileCache, events: &mut Vec<u8>| {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            cache.drain_events(events);
+            while cache.read_events(events) {}
         };
         let slot = |cache: &FileCache, key: &[u8]| {
             cache.slots[cache.index[key] as usize].as_ref().map(|s| s.watched)

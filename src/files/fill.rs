@@ -563,6 +563,12 @@ fn prepare_body(p: &mut Part) -> io::Result<()> {
         p.state = State::Ready;
         return Ok(());
     }
+    if let Some(file) = &p.file {
+        // SAFETY: fcntl on a descriptor the part owns. Opened O_NONBLOCK so that a FIFO
+        // swapped in could not block the open; a regular file must lose it before the read,
+        // or io_uring answers EAGAIN for pages not cached instead of reading them from disk.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+    }
     p.buf = Vec::with_capacity(stamp.len as usize);
     p.state = State::ToRead;
     Ok(())

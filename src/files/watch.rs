@@ -81,20 +81,22 @@ impl Watcher {
 
     /// Watches directory `dir` (open as `dir_fd`, reached without symbolic links) and each
     /// ancestor not watched yet, walking up with `..` from the descriptor (names already in
-    /// memory: nothing waits for a disk). `false` if a watch could not be added.
+    /// memory: nothing waits for a disk). All or nothing: `dir` counts as watched only once
+    /// the whole chain up to a watched ancestor is, since a rename of an unwatched ancestor
+    /// would go unseen; on a failure the watches this call added are removed.
     pub(super) fn watch(&mut self, dir: &[u8], dir_fd: RawFd) -> bool {
         let mut key = dir;
         let mut owned: Option<OwnedFd> = None;
-        loop {
+        let mut added: Vec<(Box<[u8]>, i32)> = Vec::new();
+        let complete = loop {
             if self.by_dir.contains_key(key) {
-                return true;
+                break true;
             }
             let fd = owned.as_ref().map_or(dir_fd, |f| f.as_raw_fd());
-            if !self.add(key, fd) {
-                return false;
-            }
+            let Some(wd) = self.add(key, fd) else { break false };
+            added.push((key.into(), wd));
             if key.is_empty() {
-                return true;
+                break true;
             }
             key = super::cache::parent_of(key);
             // SAFETY: a NUL-terminated literal and a descriptor we hold; the new descriptor
@@ -103,28 +105,37 @@ impl Watcher {
                 libc::openat(fd, c"..".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             };
             if parent < 0 {
-                return false;
+                break false;
             }
             // SAFETY: a descriptor just opened that nothing else owns.
             owned = Some(unsafe { OwnedFd::from_raw_fd(parent) });
+        };
+        for (key, wd) in added {
+            if complete {
+                self.by_wd.insert(wd, key.clone());
+                self.by_dir.insert(key, wd);
+            } else {
+                // SAFETY: plain call on our inotify descriptor.
+                unsafe { libc::inotify_rm_watch(self.fd(), wd) };
+            }
         }
+        complete
     }
 
-    fn add(&mut self, key: &[u8], fd: RawFd) -> bool {
+    /// A new watch on the directory open as `fd`, or `None`: the per-user limit (ENOSPC), the
+    /// directory gone, or a directory already watched under another key (moved, or a bind
+    /// mount), which is left to the interval re-check.
+    fn add(&mut self, key: &[u8], fd: RawFd) -> Option<i32> {
         let path = format!("/proc/self/fd/{fd}\0");
         // SAFETY: `path` is NUL-terminated and outlives the call.
         let wd = unsafe { libc::inotify_add_watch(self.fd(), path.as_ptr().cast(), MASK) };
         if wd < 0 {
-            return false; // ENOSPC (the per-user limit) or the directory went away
+            return None;
         }
-        if let Some(known) = self.by_wd.get(&wd) {
-            // The same directory under another key (moved, or a bind mount): keep the first
-            // and leave this one to the interval re-check.
-            return **known == *key;
+        match self.by_wd.get(&wd) {
+            Some(known) if **known != *key => None,
+            _ => Some(wd),
         }
-        self.by_wd.insert(wd, key.into());
-        self.by_dir.insert(key.into(), wd);
-        true
     }
 
     /// Forgets a watch the kernel removed (IN_IGNORED) or that no longer names its key

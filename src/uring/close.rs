@@ -198,8 +198,12 @@ impl Worker {
         let live: Vec<u32> = self.slots.in_use().collect();
         for index in live {
             let slot = self.slots.get(index);
-            if slot.phase == Phase::Open && !slot.sending {
+            if slot.phase == Phase::Open && !slot.sending && !slot.filling {
                 self.begin_close(index);
+            } else if slot.filling {
+                // Waiting for a file-cache fill with a request to answer: answered as if the
+                // client had half-closed, the last complete request with `Connection: close`.
+                slot.session.peer_closed = true;
             } else {
                 slot.session.closing = true;
             }
