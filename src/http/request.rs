@@ -104,7 +104,10 @@ pub enum Parsed<'a> {
     Reject(Reject),
 }
 
-/// Parses one request head from the start of `input`.
+/// Parses one request head from the start of `input`. Inlined: called out of line (it has two
+/// callers, `serve` and the cold `miss_key`), it cost 47 of the 2,273 user-space instructions
+/// of a pipelined small-page request (callgrind, 32,000 requests).
+#[inline(always)]
 pub fn parse<'a>(input: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
     // Uninitialized header slots: initializing 64 empty headers (2 KiB) cost more than parsing
     // a short request (criterion `parse/wrk`).
