@@ -128,6 +128,8 @@ fn rfc9112_strictness() {
         b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",    // bare CR in a value
         b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",    // NUL
         b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",  // control byte
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n",  // DEL
+        b"GET / HTTP/1.1\r\nHost: a\x1b\r\n\r\n",           // control byte in Host
         b"GET / HTTP/1.1\r\nHost: a\r\nX\t: a\r\n\r\n",     // whitespace before colon
         b"GET / HTTP/1.1\r\nHost: a\r\n: empty name\r\n\r\n", // no field name
         b"GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n",             // NUL in the target
