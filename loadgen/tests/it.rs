@@ -227,7 +227,10 @@ fn a_stall_under_constant_rate_is_seen_by_every_request_it_delayed() {
     assert!(max <= 260_000, "max corrected latency {max} us");
     let service = report.service_time.as_ref().unwrap();
     let slow_service = slow_samples(service, 20_000);
-    assert!(slow_service <= connections, "{slow_service} service samples >= 20 ms");
+    // About one per connection (the requests in flight when the stall began); twice that
+    // leaves room for scheduling delays when the test runs beside others on a loaded machine
+    // (29 seen once), and is still far below the ~200 corrected samples above.
+    assert!(slow_service <= 2 * connections, "{slow_service} service samples >= 20 ms");
     assert!(slow_service >= 1);
 }
 
