@@ -294,7 +294,8 @@ impl Report {
     /// The report as wrk-like text; `spectrum` adds the full percentile table.
     pub fn to_text(&self, spectrum: bool) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, self.urls.join(", "));
+        let _ =
+            writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, url_summary(&self.urls));
         let mode = match self.target_rate {
             Some(rate) => format!("constant rate {rate} req/s"),
             None => "closed loop".into(),
@@ -412,4 +413,28 @@ fn bytes(v: f64) -> String {
         unit += 1;
     }
     format!("{v:.2}{}", UNITS[unit])
+}
+
+/// URLs named in the text report's first line: a paths file can hold hundreds of thousands.
+const TEXT_URLS_MAX: usize = 3;
+
+/// The URLs of a run for one line: all of them when few, else the first few and the count.
+fn url_summary(urls: &[String]) -> String {
+    if urls.len() <= TEXT_URLS_MAX {
+        return urls.join(", ");
+    }
+    format!("{}, ... ({} URLs)", urls[..TEXT_URLS_MAX].join(", "), urls.len())
+}
+
+#[cfg(test)]
+mod url_summary_tests {
+    use super::url_summary;
+
+    #[test]
+    fn many_urls_fit_on_one_short_line() {
+        let few: Vec<String> = (0..3).map(|i| format!("http://h/{i}")).collect();
+        assert_eq!(url_summary(&few), "http://h/0, http://h/1, http://h/2");
+        let many: Vec<String> = (0..20_000).map(|i| format!("http://h/{i}")).collect();
+        assert_eq!(url_summary(&many), "http://h/0, http://h/1, http://h/2, ... (20000 URLs)");
+    }
 }
