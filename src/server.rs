@@ -278,13 +278,7 @@ fn eventfd() -> Result<OwnedFd, Error> {
 /// Files one of `workers` caches may keep open: its share of half the descriptor limit, and of
 /// `CACHE_OPEN_FILES_MAX`.
 fn open_files_share(workers: usize) -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes the local struct only.
-    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        limit.rlim_cur
-    } else {
-        1024
-    };
+    let nofile = u64::from(crate::uring::nofile_limit());
     let total =
         (nofile / crate::limits::CACHE_OPEN_FILES_SHARE).min(crate::limits::CACHE_OPEN_FILES_MAX);
     (total as usize / workers.max(1)).max(1)

@@ -275,11 +275,6 @@ impl Fill {
         self.stage == Stage::Done && self.in_flight == 0
     }
 
-    /// Whether a call is in flight (then the fill must not be dropped).
-    pub fn in_flight(&self) -> bool {
-        self.in_flight > 0
-    }
-
     fn conclude(&mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
         self.stage = Stage::Done;

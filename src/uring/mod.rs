@@ -331,7 +331,7 @@ impl Worker {
 }
 
 /// The soft RLIMIT_NOFILE (the start-up code raised it to the hard limit).
-fn nofile_limit() -> u32 {
+pub(crate) fn nofile_limit() -> u32 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the local struct only.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
