@@ -60,6 +60,8 @@ fn route(c: &mut Criterion) {
     let ctx = Context {
         files: &files,
         now_ms: 0,
+        now_micros: 0,
+        log: None,
         date: &date,
         last_request: false,
         peer_closed: false,

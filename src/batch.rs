@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::files::{Body, Entry};
 use crate::http::response::{HeadWriter, Overflow};
 use crate::limits::{BATCH_HEAD_BYTES, BATCH_IOVEC_COUNT, RESPONSE_HEAD_BYTES_MAX};
+use crate::observe::access_log::{self, LogFormat, RequestText};
 
 /// Bodies up to this size are copied next to their head: one contiguous run of bytes costs the
 /// kernel less than an extra iovec, and a pipelined burst of small files becomes one segment.
@@ -44,6 +45,34 @@ pub struct SpliceBody {
     first_offset: u64,
 }
 
+/// What the access log and the counters need of one queued response.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange {
+    /// The status code sent.
+    pub status: u16,
+    /// The method's metric label (`observe::stats::method_index`).
+    pub method: u8,
+    /// When `serve` answered it, by the engine's clock in microseconds.
+    pub served_micros: u64,
+    /// Where its body starts in the batch's byte stream, and its length.
+    body_start: u64,
+    body_len: u64,
+    /// Its escaped request text in the batch's `log_text`: start, end of the request line,
+    /// of the Referer and of the User-Agent; a field is absent when `has` lacks its bit.
+    text: [u32; 4],
+    has: u8,
+}
+
+const HAS_REFERER: u8 = 1;
+const HAS_USER_AGENT: u8 = 2;
+
+/// An exchange's request text, escaped for the log's format.
+pub struct ExchangeText<'a> {
+    pub request: &'a [u8],
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+}
+
 /// Responses waiting to be sent on one connection.
 pub struct Batch {
     heads: Box<[u8]>,
@@ -63,6 +92,14 @@ pub struct Batch {
     msg: libc::msghdr,
     /// A large body that follows the iovecs; a batch with one takes no further responses.
     splice: Option<SpliceBody>,
+    /// One per queued response, for the access log and the counters. Allocated once.
+    exchanges: Vec<Exchange>,
+    /// The exchanges' request text, escaped (only with an access log). Grows to the largest
+    /// batch's need once, then is reused with the batch.
+    log_text: Vec<u8>,
+    /// Bytes of the stream queued (heads, bodies, the spliced body) and sent so far.
+    queued_bytes: u64,
+    sent_bytes: u64,
 }
 
 impl Batch {
@@ -81,6 +118,10 @@ impl Batch {
             // (null pointers, zero lengths).
             msg: unsafe { std::mem::zeroed() },
             splice: None,
+            exchanges: Vec::with_capacity(BATCH_IOVEC_COUNT / 2),
+            log_text: Vec::new(),
+            queued_bytes: 0,
+            sent_bytes: 0,
         })
     }
 
@@ -116,6 +157,9 @@ impl Batch {
         if mapped.is_empty() {
             return Ok(());
         }
+        if let Some(last) = self.exchanges.last_mut() {
+            last.body_len = mapped.len() as u64;
+        }
         // Any part of a large file is spliced, small ranges too: then its mapping is never
         // read and costs the process no memory (`Entry::weight` counts none of it).
         if !mapped.spliced() {
@@ -123,6 +167,7 @@ impl Batch {
             return Ok(());
         }
         let (fd, offset) = mapped.file();
+        self.queued_bytes += mapped.len() as u64;
         self.splice = Some(SpliceBody {
             fd,
             offset,
@@ -151,6 +196,8 @@ impl Batch {
             Some(body) if body.in_pipe == 0 && self.iov_len < self.iov.len() => {
                 self.splice = None;
                 let done = (body.offset - body.first_offset) as usize;
+                // Already counted as queued when it was marked for splicing.
+                self.queued_bytes -= body.to_pipe;
                 self.push_iov(body.mapped.wrapping_add(done), body.to_pipe as usize);
                 true
             }
@@ -180,13 +227,22 @@ impl Batch {
         write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,
         body: &[u8],
     ) -> Result<(), Overflow> {
-        if self.iov_len + 2 > self.iov.len() {
+        if self.iov_len + 2 > self.iov.len() || self.exchanges.len() == self.exchanges.capacity() {
             return Err(Overflow);
         }
         let start = self.heads_len;
         let mut writer = HeadWriter::new(&mut self.heads[start..]);
         write(&mut writer)?;
         let mut head_len = writer.len();
+        self.exchanges.push(Exchange {
+            status: writer.status(),
+            method: 0,
+            served_micros: 0,
+            body_start: self.queued_bytes + head_len as u64,
+            body_len: body.len() as u64,
+            text: [0; 4],
+            has: 0,
+        });
         let inline = body.len() <= INLINE_BODY_BYTES_MAX && writer.put(body).is_ok();
         if inline {
             head_len += body.len();
@@ -199,12 +255,72 @@ impl Batch {
         Ok(())
     }
 
+    /// Notes what the access log and counters need of the response just queued: its method
+    /// label, when it was answered and, with a log, its request text escaped for `log`.
+    pub fn annotate(
+        &mut self,
+        method: u8,
+        served_micros: u64,
+        log: Option<LogFormat>,
+        text: &RequestText<'_>,
+    ) {
+        let Some(last) = self.exchanges.last_mut() else { return };
+        last.method = method;
+        last.served_micros = served_micros;
+        let Some(format) = log else { return };
+        let out = &mut self.log_text;
+        let mut ends = [out.len() as u32; 4];
+        access_log::escape(format, text.line, out);
+        ends[1] = out.len() as u32;
+        if let Some(referer) = text.referer {
+            access_log::escape(format, referer, out);
+            last.has |= HAS_REFERER;
+        }
+        ends[2] = out.len() as u32;
+        if let Some(agent) = text.user_agent {
+            access_log::escape(format, agent, out);
+            last.has |= HAS_USER_AGENT;
+        }
+        ends[3] = out.len() as u32;
+        last.text = ends;
+    }
+
+    /// Hands each queued response to `each` with the body bytes of it that were sent, then
+    /// forgets them. Call when the batch is done: sent, or its connection ended.
+    pub fn finish_exchanges(&mut self, mut each: impl FnMut(&Exchange, u64, ExchangeText<'_>)) {
+        for exchange in &self.exchanges {
+            let sent = self.sent_bytes.saturating_sub(exchange.body_start).min(exchange.body_len);
+            let [start, line, referer, agent] = exchange.text.map(|n| n as usize);
+            let text = &self.log_text;
+            let field = |bit: u8, from: usize, to: usize| {
+                (exchange.has & bit != 0).then(|| text.get(from..to).unwrap_or_default())
+            };
+            each(
+                exchange,
+                sent,
+                ExchangeText {
+                    request: text.get(start..line).unwrap_or_default(),
+                    referer: field(HAS_REFERER, line, referer),
+                    user_agent: field(HAS_USER_AGENT, referer, agent),
+                },
+            );
+        }
+        self.exchanges.clear();
+        self.log_text.clear();
+    }
+
+    /// Records that `bytes` of the spliced body reached the socket.
+    pub fn spliced_out(&mut self, bytes: u64) {
+        self.sent_bytes += bytes;
+    }
+
     /// Appends an iovec, merging it with the previous one when the bytes are contiguous.
     fn push_iov(&mut self, base: *const u8, len: usize) {
         if len == 0 {
             return;
         }
         self.remaining_bytes += len;
+        self.queued_bytes += len as u64;
         if let Some(last) = self.iov[..self.iov_len].last_mut() {
             if (last.iov_base as *const u8).wrapping_add(last.iov_len) == base {
                 last.iov_len += len;
@@ -219,6 +335,7 @@ impl Batch {
     pub fn advance(&mut self, sent_bytes: usize) -> bool {
         let mut left = sent_bytes.min(self.remaining_bytes);
         self.remaining_bytes -= left;
+        self.sent_bytes += left as u64;
         while left > 0 && self.iov_next < self.iov_len {
             let iov = &mut self.iov[self.iov_next];
             if left >= iov.iov_len {
@@ -260,6 +377,10 @@ impl Batch {
         self.remaining_bytes = 0;
         self.entries.clear();
         self.splice = None;
+        self.exchanges.clear();
+        self.log_text.clear();
+        self.queued_bytes = 0;
+        self.sent_bytes = 0;
     }
 }
 

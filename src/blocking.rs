@@ -16,10 +16,13 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::files::FileCache;
 use crate::http::date::DateCache;
-use crate::http::{ParseLimits, Status, Version};
+use crate::http::ParseLimits;
 use crate::limits::{INPUT_BUFFER_BYTES, LINGER_TIMEOUT_SECS};
+use crate::observe::access_log::PeerText;
+use crate::observe::log_sink::LogSink;
+use crate::observe::stats::{Counters, Event};
+use crate::observe::Recorder;
 use crate::serve::{self, KeyBuffer, Session, Shared};
-use crate::uring::Counters;
 
 /// Stack per connection thread: the serving path needs little, and 10,000 connections at the
 /// default 8 MiB would reserve 80 GiB of address space.
@@ -56,6 +59,8 @@ pub fn start(
     config: &Config,
     listener: TcpListener,
     files: FileCache,
+    recorder: Recorder,
+    log: Option<LogSink>,
 ) -> std::io::Result<(EngineThread, Arc<Control>)> {
     let control = Arc::new(Control {
         stopping: AtomicBool::new(false),
@@ -65,7 +70,19 @@ pub fn start(
     });
     let settings = Arc::new(Settings::from(config));
     let watch_fd = files.watch_fd();
-    let files = Arc::new(Files { cache: Mutex::new(files), started: Instant::now() });
+    let files = Arc::new(Files {
+        cache: Mutex::new(files),
+        started: Instant::now(),
+        recorder,
+        log_format: log.as_ref().map(LogSink::format),
+        log: log.map(Mutex::new),
+    });
+    if files.log.is_some() {
+        let (files, control) = (Arc::clone(&files), Arc::clone(&control));
+        std::thread::Builder::new()
+            .name("ringserve-log".into())
+            .spawn(move || log_loop(&files, &control))?;
+    }
     if let Some(fd) = watch_fd {
         let (files, control) = (Arc::clone(&files), Arc::clone(&control));
         std::thread::Builder::new()
@@ -80,10 +97,14 @@ pub fn start(
 }
 
 /// The file cache all connection threads share (a lock per request: this is the simple
-/// baseline), and the clock its freshness is measured by.
+/// baseline), the clock its freshness is measured by, and the counters and access log (a
+/// lock per batch of responses; lines are written with blocking writes under it).
 struct Files {
     cache: Mutex<FileCache>,
     started: Instant,
+    recorder: Recorder,
+    log: Option<Mutex<LogSink>>,
+    log_format: Option<crate::observe::access_log::LogFormat>,
 }
 
 impl Files {
@@ -91,8 +112,44 @@ impl Files {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Publishes the cache's counters and size to the metrics.
+    fn publish_cache(&self) {
+        let cache = self.lock();
+        self.recorder.stats.set_cache(cache.counters(), cache.len(), cache.bytes());
+    }
+
+    fn now_micros(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Counts and logs the batch's responses (sent, or cut off), then writes the log if due.
+    fn finish(&self, batch: &mut Batch, peer: &PeerText) {
+        let now = self.now_micros();
+        let Some(log) = &self.log else {
+            self.recorder.finish(batch, peer, now, None);
+            return;
+        };
+        let mut sink = log.lock().unwrap_or_else(|e| e.into_inner());
+        self.recorder.finish(batch, peer, now, Some(&mut sink));
+        sink.write_now(false);
+        self.recorder.stats.set_log(sink.written, sink.dropped);
+    }
+
+    /// Writes whatever the access log holds.
+    fn flush_log(&self) {
+        if let Some(log) = &self.log {
+            let mut sink = log.lock().unwrap_or_else(|e| e.into_inner());
+            sink.write_now(true);
+            self.recorder.stats.set_log(sink.written, sink.dropped);
+        }
+    }
+}
+
+/// Writes the access log once a second until the server stops (nginx's `flush=1s`).
+fn log_loop(files: &Files, control: &Control) {
+    while !control.stopping.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(WATCH_POLL_MILLIS as u64));
+        files.flush_log();
     }
 }
 
@@ -106,10 +163,12 @@ fn watch_loop(fd: RawFd, files: &Files, control: &Control) {
         let ready = unsafe { libc::poll(&mut poll, 1, WATCH_POLL_MILLIS) };
         // The lock is taken per buffer of events, so a stream of them cannot starve requests.
         while ready > 0 && files.lock().read_events(&mut buf) {}
+        files.publish_cache();
     }
 }
 
-/// How often the watcher thread looks at the stop flag while no event arrives.
+/// How often the watcher thread looks at the stop flag while no event arrives, and how often
+/// the log thread writes the access log.
 const WATCH_POLL_MILLIS: i32 = 200;
 
 /// The configuration a connection thread needs.
@@ -141,7 +200,7 @@ fn accept_loop(
     files: Arc<Files>,
     control: Arc<Control>,
 ) -> Result<Counters, crate::Error> {
-    let mut counters = Counters::default();
+    let stats = &files.recorder.stats;
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     while !control.stopping.load(Ordering::Acquire) {
         let stream = match listener.accept() {
@@ -149,17 +208,17 @@ fn accept_loop(
             Err(_) if control.stopping.load(Ordering::Acquire) => break,
             Err(_) => {
                 // EMFILE and friends: back off instead of spinning.
-                counters.accept_errors += 1;
+                stats.count(Event::AcceptError, true);
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
         threads.retain(|t| !t.is_finished());
         if threads.len() >= settings.max_connections {
-            counters.refused += 1;
+            stats.count(Event::Refused, true);
             continue; // dropped: closed at once
         }
-        counters.accepted += 1;
+        stats.count(Event::Accepted, true);
         let id = control.next_id.fetch_add(1, Ordering::Relaxed);
         control.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stream.as_raw_fd());
         let (settings, files, conn_control) =
@@ -172,7 +231,7 @@ fn accept_loop(
         match spawned {
             Ok(handle) => threads.push(handle),
             Err(_) => {
-                counters.refused += 1;
+                stats.count(Event::Refused, true);
                 control.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             }
         }
@@ -180,8 +239,9 @@ fn accept_loop(
     for thread in threads {
         let _ = thread.join();
     }
-    counters.add_cache(files.lock().counters());
-    Ok(counters)
+    files.publish_cache();
+    files.flush_log();
+    Ok(stats.snapshot())
 }
 
 /// One connection's thread state.
@@ -194,12 +254,18 @@ struct Connection<'s> {
     input_len: usize,
     batch: Box<Batch>,
     session: Session,
+    /// The client's address, for the access log.
+    peer: PeerText,
 }
 
 impl<'s> Connection<'s> {
     fn new(stream: TcpStream, settings: &'s Settings, files: Arc<Files>) -> Connection<'s> {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(settings.send_timeout));
+        let peer = match (&files.log, stream.peer_addr()) {
+            (Some(_), Ok(addr)) => PeerText::new(addr),
+            _ => PeerText::default(),
+        };
         Connection {
             stream,
             settings,
@@ -209,6 +275,7 @@ impl<'s> Connection<'s> {
             input_len: 0,
             batch: Batch::new(),
             session: Session::default(),
+            peer,
         }
     }
 
@@ -222,6 +289,7 @@ impl<'s> Connection<'s> {
             self.input_len -= used;
             if !self.batch.is_empty() {
                 let sent = self.write_batch();
+                self.files.finish(&mut self.batch, &self.peer);
                 self.batch.clear();
                 if !sent {
                     return;
@@ -257,13 +325,17 @@ impl<'s> Connection<'s> {
     /// Serves what the input holds, filling the cache (with plain system calls, under the
     /// lock) whenever a request names a path it does not know yet; returns the bytes used.
     fn serve_input(&mut self) -> usize {
-        let now_ms = self.files.now_ms();
+        let now_micros = self.files.now_micros();
+        let now_ms = now_micros / 1000;
+        let log = self.files.log_format;
         let mut used = 0;
         loop {
             let mut cache = self.files.lock();
             let shared = Shared {
                 files: &cache,
                 now_ms,
+                now_micros,
+                log,
                 date: &self.date,
                 limits: &self.settings.limits,
                 keepalive_requests: self.settings.keepalive_requests,
@@ -329,17 +401,22 @@ impl<'s> Connection<'s> {
             }
             body.offset += n as u64;
             body.to_pipe -= n as u64;
+            self.batch.spliced_out(n as u64);
         }
         self.batch.finish_splice();
         true
     }
 
     fn respond_timeout(&mut self) {
-        let status = Status::RequestTimeout;
-        if serve::push_error(&mut self.batch, &self.date, status, false, false, Version::Http11)
-            .is_ok()
-            && self.write_batch()
-        {
+        let partial = &self.input[..self.input_len];
+        let now = self.files.now_micros();
+        let log = self.files.log_format;
+        if serve::push_timeout(&mut self.batch, &self.date, partial, now, log).is_err() {
+            return;
+        }
+        let sent = self.write_batch();
+        self.files.finish(&mut self.batch, &self.peer);
+        if sent {
             self.linger();
         }
     }

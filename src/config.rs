@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits;
+use crate::observe::access_log::LogFormat;
 
 /// A static-file HTTP/1.1 server whose socket I/O all goes through io_uring.
 #[derive(Parser, Debug, Clone)]
@@ -97,6 +98,22 @@ pub struct Cli {
     #[arg(long)]
     pub warm: bool,
 
+    /// Write an access log to this file (appended; `-` for standard output): one line per
+    /// response, in nginx's `combined` format unless --access-log-format says otherwise.
+    /// SIGUSR1 reopens the file (for logrotate). Off by default.
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
+
+    /// The access log's line format: `combined` (nginx's, byte for byte) or `json` (one object
+    /// per line, with the request's duration).
+    #[arg(long, value_enum, default_value_t = LogFormat::Combined, value_name = "FORMAT")]
+    pub access_log_format: LogFormat,
+
+    /// Answer `GET /health` and `GET /metrics` (Prometheus) on this address of their own.
+    /// Off by default, so no path of the served site is taken.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Seconds that SIGINT/SIGTERM waits for in-flight responses before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS",
           value_parser = clap::value_parser!(u32).range(0..=3600))]
@@ -151,6 +168,10 @@ pub struct Config {
     pub cache: crate::files::CacheLimits,
     /// Fill the cache at start-up.
     pub warm: bool,
+    /// The access log's file (`-`: standard output) and format.
+    pub access_log: Option<(PathBuf, LogFormat)>,
+    /// Where `/health` and `/metrics` are answered.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -191,6 +212,8 @@ impl Config {
                 watch: !cli.no_watch,
             },
             warm: cli.warm,
+            access_log: cli.access_log.map(|path| (path, cli.access_log_format)),
+            admin_addr: cli.admin_addr,
             parse_limits: crate::http::ParseLimits {
                 head_bytes_max: cli.max_header_bytes as usize,
                 header_count_max: cli.max_headers as usize,

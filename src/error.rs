@@ -17,6 +17,8 @@ pub enum Error {
     Bind { addr: SocketAddr, source: io::Error },
     /// io_uring is unavailable or lacks a feature ringserve needs.
     Uring { what: &'static str, source: io::Error },
+    /// The access log could not be opened.
+    AccessLog { path: PathBuf, source: io::Error },
     /// Another OS-level failure at start-up (threads, signals, eventfd).
     Os { what: &'static str, source: io::Error },
 }
@@ -35,6 +37,9 @@ impl fmt::Display for Error {
             ),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Uring { what, source } => write!(f, "{}", uring_message(what, source)),
+            Error::AccessLog { path, source } => {
+                write!(f, "cannot open access log {}: {source}", path.display())
+            }
             Error::Os { what, source } => write!(f, "{what}: {source}"),
         }
     }
@@ -73,6 +78,7 @@ impl std::error::Error for Error {
             Error::Root { source, .. }
             | Error::Bind { source, .. }
             | Error::Uring { source, .. }
+            | Error::AccessLog { source, .. }
             | Error::Os { source, .. } => Some(source),
             Error::Usage(_) => None,
         }

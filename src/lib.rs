@@ -10,6 +10,7 @@
 //! - `batch`: responses queued for one `sendmsg` (heads copied, bodies by reference).
 //! - `blocking`: the thread-per-connection baseline engine, same `serve` and `files`.
 //! - `uring`: the io_uring engine: the worker loop, ring set-up, buffer ring, slots, tokens.
+//! - `observe`: the access log, counters, `/health` and `/metrics`, errors on stderr.
 //! - `server`: binding listeners, starting and stopping workers.
 //!
 //! See ARCHITECTURE.md for the life of a request through the ring.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod limits;
+pub mod observe;
 pub mod serve;
 pub mod server;
 pub mod uring;

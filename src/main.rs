@@ -1,9 +1,11 @@
 //! The `ringserve` binary: parse flags, start the server, print one line, serve until SIGINT or
-//! SIGTERM, drain, exit 0. Any start-up error is one line on stderr and exit code 2.
+//! SIGTERM (SIGUSR1 reopens the access log), drain, exit 0. Any start-up error is one line on
+//! stderr, with a timestamp, and exit code 2.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringserve::observe::access_log::now_secs;
 use ringserve::{Cli, Config, Error, Server};
 
 fn main() -> ExitCode {
@@ -24,7 +26,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ringserve: {e}");
+            let stamp = ringserve::observe::errlog::timestamp(now_secs());
+            eprintln!("{stamp} ringserve: {e}");
             ExitCode::from(2)
         }
     }
@@ -32,15 +35,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     let config = Config::from_cli(cli)?;
-    // Block SIGINT/SIGTERM before any thread starts, so workers inherit the mask and only
+    // Block SIGINT/SIGTERM/SIGUSR1 before any thread starts, so workers inherit the mask and only
     // the `sigwait` below receives them.
     let signals = block_signals()?;
     let server = Server::start(&config)?;
     println!("{}", server.banner());
     let stopper = server.stopper();
-    let mut signal = 0;
-    // SAFETY: `signals` is an initialized sigset; `signal` is a live out-parameter.
-    unsafe { libc::sigwait(&signals, &mut signal) };
+    loop {
+        let mut signal = 0;
+        // SAFETY: `signals` is an initialized sigset; `signal` is a live out-parameter.
+        unsafe { libc::sigwait(&signals, &mut signal) };
+        if signal != libc::SIGUSR1 {
+            break;
+        }
+        server.reopen_log();
+    }
     stopper.stop();
     server.join()?;
     Ok(())
@@ -53,6 +62,7 @@ fn block_signals() -> Result<libc::sigset_t, Error> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(Error::Os {

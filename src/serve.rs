@@ -12,6 +12,8 @@ use crate::http::fields::{self, Ranges};
 use crate::http::response::{HeadWriter, Overflow};
 use crate::http::{self, Method, ParseLimits, Parsed, Reject, Request, Status, Version};
 use crate::limits::REQUEST_TARGET_BYTES_MAX;
+use crate::observe::access_log::{LogFormat, RequestText};
+use crate::observe::stats::method_index;
 
 /// Stack buffer for resolving typical request paths.
 const SMALL_PATH_BYTES: usize = 256;
@@ -28,6 +30,10 @@ pub struct Context<'a> {
     pub files: &'a FileCache,
     /// The engine's clock for cache freshness, in milliseconds (read once per loop turn).
     pub now_ms: u64,
+    /// The same clock in microseconds: when a response was answered, for its latency.
+    pub now_micros: u64,
+    /// The access log's format, if one is written: request text is escaped for it.
+    pub log: Option<LogFormat>,
     /// The cached Date value, and the current second.
     pub date: &'a DateCache,
     /// This connection has reached its keep-alive request limit with this request.
@@ -45,6 +51,10 @@ pub struct Shared<'a> {
     pub files: &'a FileCache,
     /// The engine's clock for cache freshness, in milliseconds.
     pub now_ms: u64,
+    /// The same clock in microseconds (`Context::now_micros`).
+    pub now_micros: u64,
+    /// The access log's format, if one is written.
+    pub log: Option<LogFormat>,
     /// The cached Date value, and the current second.
     pub date: &'a DateCache,
     /// Request-head limits.
@@ -98,6 +108,8 @@ impl Session {
             let ctx = Context {
                 files: shared.files,
                 now_ms: shared.now_ms,
+                now_micros: shared.now_micros,
+                log: shared.log,
                 date: shared.date,
                 last_request: self.requests + 1 >= shared.keepalive_requests,
                 peer_closed: self.peer_closed,
@@ -141,12 +153,39 @@ pub fn serve(input: &[u8], ctx: &Context<'_>, batch: &mut Batch) -> Step {
         Parsed::Partial => return Step::Partial,
         Parsed::Reject(reject) => {
             let status = status_of(reject);
-            push_error(batch, ctx.date, status, false, false, Version::Http11)
-                .map(|()| Step::Responded { consumed: input.len(), skip_bytes: 0, close: true })
+            let step = push_error(batch, ctx.date, status, false, false, Version::Http11)
+                .map(|()| Step::Responded { consumed: input.len(), skip_bytes: 0, close: true });
+            if step.is_ok() {
+                note(batch, ctx, input, method_index(Method::Unknown), None, None);
+            }
+            step
         }
-        Parsed::Complete(request) => respond(&request, input.len(), ctx, batch),
+        Parsed::Complete(request) => {
+            let step = respond(&request, input.len(), ctx, batch);
+            if let Ok(Step::Responded { .. }) = step {
+                let method = method_index(request.method);
+                note(batch, ctx, input, method, request.referer, request.user_agent);
+            }
+            step
+        }
     };
     step.unwrap_or(Step::Full)
+}
+
+/// Notes the response just queued for the access log and the counters.
+fn note(
+    batch: &mut Batch,
+    ctx: &Context<'_>,
+    input: &[u8],
+    method: u8,
+    referer: Option<&[u8]>,
+    user_agent: Option<&[u8]>,
+) {
+    let text = match ctx.log {
+        Some(_) => RequestText { referer, user_agent, ..RequestText::first_line(input) },
+        None => RequestText::default(),
+    };
+    batch.annotate(method, ctx.now_micros, ctx.log, &text);
 }
 
 /// The one place a parse rejection becomes a status.
@@ -440,6 +479,24 @@ fn append_index(path: &mut [u8], len: usize) -> Option<usize> {
     }
     path[len + sep..len + sep + INDEX.len()].copy_from_slice(INDEX);
     Some(len + sep + INDEX.len())
+}
+
+/// 408 for a request head that did not complete in time (`partial` is what arrived), noted for
+/// the access log and counters like any response; the connection closes after it.
+pub fn push_timeout(
+    batch: &mut Batch,
+    date: &DateCache,
+    partial: &[u8],
+    now_micros: u64,
+    log: Option<LogFormat>,
+) -> Result<(), Overflow> {
+    push_error(batch, date, Status::RequestTimeout, false, false, Version::Http11)?;
+    let text = match log {
+        Some(_) => RequestText::first_line(partial),
+        None => RequestText::default(),
+    };
+    batch.annotate(method_index(Method::Unknown), now_micros, log, &text);
+    Ok(())
 }
 
 /// A complete error response: status, a small HTML body, `Allow` on 405.

@@ -16,7 +16,12 @@ use crate::blocking;
 use crate::config::{Config, Engine};
 use crate::files::{CacheLimits, FileCache};
 use crate::limits::RECV_WINDOW_BYTES;
-use crate::uring::{Counters, Worker};
+use crate::observe::admin::Admin;
+use crate::observe::errlog::{self, Kind};
+use crate::observe::log_sink::{LogSink, LogTarget};
+use crate::observe::stats::{Counters, Registry};
+use crate::observe::Recorder;
+use crate::uring::Worker;
 use crate::Error;
 
 /// Pending connections the kernel queues per listener before refusing (nginx uses 511 by
@@ -34,6 +39,12 @@ pub struct Server {
     wakers: Vec<Arc<OwnedFd>>,
     blocking: Option<Arc<blocking::Control>>,
     workers: Vec<JoinHandle<Result<Counters, Error>>>,
+    /// Every worker's counters, and whether a shutdown began.
+    registry: Arc<Registry>,
+    /// The access log's file, if one is written.
+    log: Option<Arc<LogTarget>>,
+    /// The `/health` and `/metrics` listener, if asked for.
+    admin: Option<Admin>,
 }
 
 /// Something that can ask a server to stop (from another thread or a signal handler thread).
@@ -41,11 +52,13 @@ pub struct Server {
 pub struct Stopper {
     wakers: Vec<Arc<OwnedFd>>,
     blocking: Option<Arc<blocking::Control>>,
+    registry: Arc<Registry>,
 }
 
 impl Stopper {
     /// Asks every worker to drain and exit. Idempotent.
     pub fn stop(&self) {
+        self.registry.set_draining();
         if let Some(control) = &self.blocking {
             control.stop();
         }
@@ -67,9 +80,37 @@ impl Server {
     /// Opens the root, binds, and starts `config.threads` workers.
     pub fn start(config: &Config) -> Result<Server, Error> {
         raise_fd_limit();
-        if config.engine == Engine::Blocking {
-            return Server::start_blocking(config);
+        let registry = Arc::new(Registry::default());
+        let log = match &config.access_log {
+            Some((path, _)) => Some(Arc::new(
+                LogTarget::open(path)
+                    .map_err(|source| Error::AccessLog { path: path.clone(), source })?,
+            )),
+            None => None,
+        };
+        let mut server = if config.engine == Engine::Blocking {
+            Server::start_blocking(config, &registry, &log)?
+        } else {
+            Server::start_uring(config, &registry, &log)?
+        };
+        if let Some(addr) = config.admin_addr {
+            match Admin::start(addr, Arc::clone(&registry)) {
+                Ok(admin) => server.admin = Some(admin),
+                Err(e) => {
+                    server.stopper().stop();
+                    server.join_quietly();
+                    return Err(e);
+                }
+            }
         }
+        Ok(server)
+    }
+
+    fn start_uring(
+        config: &Config,
+        registry: &Arc<Registry>,
+        log: &Option<Arc<LogTarget>>,
+    ) -> Result<Server, Error> {
         let limits = CacheLimits { open_files: open_files_share(config.threads), ..config.cache };
         let mut cache = FileCache::open(&config.root, limits)?;
         let warmed = config.warm.then(|| cache.warm(&config.root, 0));
@@ -94,11 +135,13 @@ impl Server {
                 .try_clone()
                 .map_err(|source| Error::Os { what: "duplicate the root descriptor", source })?;
             let ready = ready_tx.clone();
+            let recorder = Recorder::new(registry.worker(), false);
+            let sink = log_sink(config.access_log.as_ref(), log);
             let handle = std::thread::Builder::new()
                 .name(format!("ringserve-{index}"))
                 .spawn(move || {
                     let listener = OwnedFd::from(listener);
-                    match Worker::new(&config, listener, waker, files) {
+                    match Worker::new(&config, listener, waker, files, recorder, sink) {
                         Ok(worker) => {
                             let _ = ready.send(Ok(()));
                             worker.run()
@@ -125,6 +168,9 @@ impl Server {
             root: config.root.clone(),
             wakers,
             workers,
+            registry: Arc::clone(registry),
+            log: log.clone(),
+            admin: None,
         };
         for _ in 0..server.workers.len() {
             match ready_rx.recv() {
@@ -141,7 +187,11 @@ impl Server {
     }
 
     /// One listener, one accept thread, a thread per connection, one cache for all of them.
-    fn start_blocking(config: &Config) -> Result<Server, Error> {
+    fn start_blocking(
+        config: &Config,
+        registry: &Arc<Registry>,
+        log: &Option<Arc<LogTarget>>,
+    ) -> Result<Server, Error> {
         let limits = CacheLimits {
             entries: config.cache.entries * config.threads,
             bytes: config.cache.bytes * config.threads,
@@ -154,7 +204,9 @@ impl Server {
         let listener = std::net::TcpListener::from(bind(config.addr)?);
         let addr =
             listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
-        let (handle, control) = blocking::start(config, listener, cache)
+        let recorder = Recorder::new(registry.worker(), true);
+        let sink = log_sink(config.access_log.as_ref(), log);
+        let (handle, control) = blocking::start(config, listener, cache, recorder, sink)
             .map_err(|source| Error::Os { what: "spawn accept thread", source })?;
         Ok(Server {
             addr,
@@ -165,6 +217,9 @@ impl Server {
             wakers: Vec::new(),
             blocking: Some(control),
             workers: vec![handle],
+            registry: Arc::clone(registry),
+            log: log.clone(),
+            admin: None,
         })
     }
 
@@ -180,7 +235,7 @@ impl Server {
 
     /// The one-line start-up banner.
     pub fn banner(&self) -> String {
-        format!(
+        let mut line = format!(
             "ringserve: serving {} at http://{}/ (engine {}, {}, {})",
             self.root.display(),
             self.addr,
@@ -194,12 +249,43 @@ impl Server {
                 Some(files) => format!("{files} files cached at start"),
                 None => "files cached on first request".to_string(),
             }
-        )
+        );
+        if let Some(admin) = self.admin_addr() {
+            line.push_str(&format!("; health and metrics at http://{admin}/"));
+        }
+        line
     }
 
     /// A handle that stops the server.
     pub fn stopper(&self) -> Stopper {
-        Stopper { wakers: self.wakers.clone(), blocking: self.blocking.clone() }
+        Stopper {
+            wakers: self.wakers.clone(),
+            blocking: self.blocking.clone(),
+            registry: Arc::clone(&self.registry),
+        }
+    }
+
+    /// The admin listener's address, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
+    }
+
+    /// Every worker's counters so far, summed (what `/metrics` shows).
+    pub fn counters(&self) -> Counters {
+        self.registry.total()
+    }
+
+    /// Reopens the access log (SIGUSR1, after logrotate moved it away). A failure is reported
+    /// on standard error and the old file stays in use.
+    pub fn reopen_log(&self) {
+        let Some(target) = &self.log else { return };
+        if let Err(e) = target.reopen() {
+            let what = target.describe();
+            errlog::report(
+                Kind::LogReopen,
+                format_args!("cannot reopen access log {what}: {e}; still writing the old file"),
+            );
+        }
     }
 
     /// Waits for every worker to finish; returns their counters summed.
@@ -227,6 +313,15 @@ impl Server {
             let _ = handle.join();
         }
     }
+}
+
+/// A worker's access-log sink, if a log is written.
+fn log_sink(
+    access_log: Option<&(std::path::PathBuf, crate::observe::access_log::LogFormat)>,
+    target: &Option<Arc<LogTarget>>,
+) -> Option<LogSink> {
+    let (_, format) = access_log?;
+    Some(LogSink::new(*format, Arc::clone(target.as_ref()?)))
 }
 
 /// Refuses an address another process listens on. Our listeners share their port through

@@ -563,6 +563,11 @@ impl FileCache {
         CacheCounters { hits: self.hits.get(), ..self.counters }
     }
 
+    /// Bytes held (bodies in memory, header fields), as bounded by `--cache-mib`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Answers held.
     pub fn len(&self) -> usize {
         self.index.len()

@@ -76,6 +76,10 @@ pub struct Request<'a> {
     pub if_range: Option<&'a [u8]>,
     /// `Accept-Encoding` value.
     pub accept_encoding: Option<&'a [u8]>,
+    /// `Referer` value (for the access log).
+    pub referer: Option<&'a [u8]>,
+    /// `User-Agent` value (for the access log).
+    pub user_agent: Option<&'a [u8]>,
 }
 
 /// Request-head limits in force (tunable by flags up to the compile-time maxima).
@@ -208,6 +212,8 @@ fn interpret<'a>(req: &httparse::Request<'_, 'a>, head_len: usize) -> Result<Req
         range: None,
         if_range: None,
         accept_encoding: None,
+        referer: None,
+        user_agent: None,
     };
     read_fields(req.headers, &mut request)?;
     Ok(request)
@@ -231,6 +237,7 @@ fn read_fields<'a>(
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => host_count += 1,
             5 if name.eq_ignore_ascii_case(b"range") => request.range = Some(value),
+            7 if name.eq_ignore_ascii_case(b"referer") => request.referer = Some(value),
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 request.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
             }
@@ -239,6 +246,7 @@ fn read_fields<'a>(
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 apply_connection(value, request);
             }
+            10 if name.eq_ignore_ascii_case(b"user-agent") => request.user_agent = Some(value),
             13 if name.eq_ignore_ascii_case(b"if-none-match") => {
                 request.if_none_match = Some(value)
             }

@@ -98,6 +98,8 @@ pub const SERVER_LINE: &[u8] = b"Server: ringserve\r\n";
 pub struct HeadWriter<'a> {
     out: &'a mut [u8],
     len: usize,
+    /// The status `start` wrote (0 before), for the access log and counters.
+    status: u16,
 }
 
 /// The head did not fit in the space left; nothing was committed.
@@ -107,7 +109,7 @@ pub struct Overflow;
 impl<'a> HeadWriter<'a> {
     /// A writer over `out`, starting empty.
     pub fn new(out: &'a mut [u8]) -> HeadWriter<'a> {
-        HeadWriter { out, len: 0 }
+        HeadWriter { out, len: 0, status: 0 }
     }
 
     /// Appends `bytes`.
@@ -137,6 +139,7 @@ impl<'a> HeadWriter<'a> {
 
     /// Status line, Server and Date: the start of every head.
     pub fn start(&mut self, status: Status, date: &[u8; DATE_BYTES]) -> Result<(), Overflow> {
+        self.status = status.code();
         self.put(status.line())?;
         self.put(SERVER_LINE)?;
         self.put(b"Date: ")?;
@@ -152,6 +155,11 @@ impl<'a> HeadWriter<'a> {
             self.put(b"Connection: keep-alive\r\n")?;
         }
         self.put(b"\r\n")
+    }
+
+    /// The status code `start` wrote (0 if it was not called).
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     /// Bytes written so far.

@@ -29,6 +29,8 @@ fn run(cache: &mut FileCache, input: &[u8]) -> (Step, String) {
         let ctx = Context {
             files: cache,
             now_ms: 0,
+            now_micros: 0,
+            log: None,
             date: &date,
             last_request: false,
             peer_closed: false,

@@ -9,7 +9,6 @@ use io_uring::opcode;
 use super::slots::{Phase, Timer, NO_BUFFER};
 use super::token::{Op, Token};
 use super::{fixed, ring, Worker};
-use crate::http::{Status, Version};
 use crate::limits::TICK_MILLIS;
 use crate::serve;
 
@@ -159,19 +158,25 @@ impl Worker {
 
     /// 408 for a client that did not finish its request head in time, then close.
     pub(super) fn respond_timeout(&mut self, index: u32) {
-        self.drop_input(index);
         let slot = self.slots.get(index);
         if slot.sending || slot.phase != Phase::Open {
+            self.drop_input(index);
             self.begin_close(index);
             return;
         }
+        let log = self.log.as_ref().map(|log| log.format());
+        let slot = self.slots.get(index);
         let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
         slot.session.closing = true;
+        let partial = match slot.input {
+            Some(input) => &self.inputs.get(input)[..slot.input_len as usize],
+            None => &[][..],
+        };
         let batch = self.batches.get(batch_index);
-        let status = Status::RequestTimeout;
-        if serve::push_error(batch, &self.serving.date, status, false, false, Version::Http11)
-            .is_err()
-        {
+        let date = &self.serving.date;
+        let queued = serve::push_timeout(batch, date, partial, self.now_micros, log).is_ok();
+        self.drop_input(index);
+        if !queued {
             self.begin_close(index);
             return;
         }

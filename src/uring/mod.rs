@@ -10,6 +10,7 @@
 pub mod buf_ring;
 mod close;
 mod lookup;
+mod observe;
 pub mod pool;
 mod receive;
 pub mod ring;
@@ -30,6 +31,10 @@ use crate::http::date::DateCache;
 use crate::limits::{
     CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
+use crate::observe::access_log::PeerText;
+use crate::observe::log_sink::LogSink;
+use crate::observe::stats::Counters;
+use crate::observe::Recorder;
 use crate::Error;
 
 use buf_ring::BufRing;
@@ -57,56 +62,6 @@ struct Ticks {
     send: u64,
     linger: u64,
     shutdown: u64,
-}
-
-/// Counters kept per worker (read in tests and at exit).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counters {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections closed at once because the worker was full or draining.
-    pub refused: u64,
-    /// Batches sent completely (one or more responses each).
-    pub sends: u64,
-    /// Multishot recvs ended by an empty buffer ring and re-armed.
-    pub enobufs: u64,
-    /// Accept errors (EMFILE, ENFILE...), each followed by a one-tick back-off.
-    pub accept_errors: u64,
-    /// Connections closed for holding more receive buffers than their share while not
-    /// reading their responses.
-    pub overruns: u64,
-    /// File-cache lookups answered without a system call.
-    pub cache_hits: u64,
-    /// Paths opened because the cache did not know them.
-    pub cache_misses: u64,
-    /// Cached answers re-checked (statx) after their interval.
-    pub cache_revalidations: u64,
-    /// Cached answers evicted to stay within the bounds.
-    pub cache_evictions: u64,
-}
-
-impl Counters {
-    /// Adds a file cache's counters.
-    pub fn add_cache(&mut self, cache: crate::files::CacheCounters) {
-        self.cache_hits += cache.hits;
-        self.cache_misses += cache.misses;
-        self.cache_revalidations += cache.revalidations;
-        self.cache_evictions += cache.evictions;
-    }
-
-    /// Adds another worker's counters.
-    pub fn add(&mut self, other: &Counters) {
-        self.accepted += other.accepted;
-        self.refused += other.refused;
-        self.sends += other.sends;
-        self.enobufs += other.enobufs;
-        self.accept_errors += other.accept_errors;
-        self.overruns += other.overruns;
-        self.cache_hits += other.cache_hits;
-        self.cache_misses += other.cache_misses;
-        self.cache_revalidations += other.cache_revalidations;
-        self.cache_evictions += other.cache_evictions;
-    }
 }
 
 /// One thread's engine. Field order matters: `ring` is declared first so it is dropped first,
@@ -160,7 +115,18 @@ pub struct Worker {
     recv_limit: bool,
     /// Tick by which a graceful shutdown gives up on in-flight responses.
     draining_until: Option<u64>,
-    counters: Counters,
+    /// Counters and gauges.
+    recorder: Recorder,
+    /// The access log, if one is written.
+    log: Option<LogSink>,
+    /// The same clock as `now_ms`, in microseconds: response latencies.
+    now_micros: u64,
+    /// With an access log: each slot's client address (as text), and where the kernel
+    /// writes it (getsockopt SO_PEERNAME, `observe.rs`). Empty without a log.
+    peers: Box<[PeerText]>,
+    peer_addrs: Box<[libc::sockaddr_in6]>,
+    /// Bytes of the listener's address family's sockaddr (what SO_PEERNAME fills).
+    peer_addr_len: u32,
 }
 
 impl Worker {
@@ -170,6 +136,8 @@ impl Worker {
         listener: OwnedFd,
         wake: Arc<OwnedFd>,
         files: FileCache,
+        recorder: Recorder,
+        log: Option<LogSink>,
     ) -> Result<Worker, Error> {
         let (ring, _mode) = ring::build()?;
         let bufs = BufRing::register(&ring, RECV_BUFFER_COUNT, RECV_BUFFER_BYTES)
@@ -192,6 +160,14 @@ impl Worker {
         let _ =
             ring.submitter().register_iowq_max_workers(&mut [IOWQ_WORKERS_MAX, IOWQ_WORKERS_MAX]);
         let secs = |d: std::time::Duration| d.as_secs().max(1);
+        let peers = if log.is_some() { config.max_connections as usize } else { 0 };
+        // SAFETY: sockaddr_in6 is a plain C struct; all-zero bytes are a valid value.
+        let zero_addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let peer_addr_len = if config.addr.is_ipv4() {
+            std::mem::size_of::<libc::sockaddr_in>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        } as u32;
         Ok(Worker {
             ring,
             bufs,
@@ -233,7 +209,12 @@ impl Worker {
             // The environment switch exercises the pre-6.17 path (held-buffer caps) in tests.
             recv_limit: std::env::var_os("RINGSERVE_NO_RECV_LIMIT").is_none(),
             draining_until: None,
-            counters: Counters::default(),
+            recorder,
+            log,
+            now_micros: 0,
+            peers: vec![PeerText::default(); peers].into_boxed_slice(),
+            peer_addrs: vec![zero_addr; peers].into_boxed_slice(),
+            peer_addr_len,
         })
     }
 
@@ -254,7 +235,8 @@ impl Worker {
                     _ => return Err(Error::Uring { what: "submit", source: e }),
                 }
             }
-            self.now_ms = self.started.elapsed().as_millis() as u64;
+            self.now_micros = self.started.elapsed().as_micros() as u64;
+            self.now_ms = self.now_micros / 1000;
             completions.clear();
             completions.extend(
                 self.ring
@@ -266,9 +248,11 @@ impl Worker {
                 self.dispatch(user_data, result, flags);
             }
             self.rearm_starved();
-            if self.draining_until.is_some() && self.slots.live() == 0 && self.lookups.is_idle() {
-                self.counters.add_cache(self.files.counters());
-                return Ok(self.counters);
+            let draining = self.draining_until.is_some();
+            self.flush_log(draining);
+            self.publish();
+            if draining && self.slots.live() == 0 && self.lookups.is_idle() && self.log_idle() {
+                return Ok(self.recorder.stats.snapshot());
             }
         }
     }
@@ -293,7 +277,12 @@ impl Worker {
             Op::Watch => self.on_watch(result),
             Op::WatchPoll => self.arm_watch(),
             Op::Close | Op::Cancel | Op::Shutdown => self.on_other(token),
-            Op::Tick => self.on_tick(),
+            Op::Tick => {
+                self.on_tick();
+                self.flush_log(true);
+            }
+            Op::Peer => self.on_peer(token, result),
+            Op::LogWrite => self.on_log_written(result),
             Op::Wake => self.on_wake(result),
             Op::Reject => {}
         }

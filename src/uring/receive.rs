@@ -16,6 +16,8 @@ use crate::http::ParseLimits;
 use crate::limits::{
     HELD_BUFFERS_PER_CONNECTION_MAX, HELD_BUFFERS_TOTAL_MAX, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES,
 };
+use crate::observe::errlog::{self, Kind};
+use crate::observe::stats::Event;
 use crate::serve::{self, KeyBuffer, Shared};
 
 impl Worker {
@@ -58,7 +60,12 @@ impl Worker {
         }
         if result < 0 {
             if result != -libc::ECANCELED {
-                self.counters.accept_errors += 1;
+                self.recorder.stats.count(Event::AcceptError, false);
+                let error = std::io::Error::from_raw_os_error(-result);
+                errlog::report(
+                    Kind::Descriptors,
+                    format_args!("accept failed: {error}; new connections wait a second"),
+                );
                 // EMFILE/ENFILE/ENOMEM: retry on the next tick, not in a busy loop.
                 self.accept_backoff = true;
             }
@@ -75,12 +82,13 @@ impl Worker {
         let opened = if refuse { None } else { self.slots.open(fd) };
         match opened {
             Some(index) => {
-                self.counters.accepted += 1;
+                self.recorder.stats.count(Event::Accepted, false);
+                self.ask_peer(index);
                 self.arm_recv(index);
                 self.slots.arm(index, Timer::Header, self.now + self.ticks.header);
             }
             None => {
-                self.counters.refused += 1;
+                self.recorder.stats.count(Event::Refused, false);
                 let entry = opcode::Close::new(fixed(fd))
                     .build()
                     .user_data(Token::worker(Op::Reject).pack());
@@ -111,7 +119,7 @@ impl Worker {
             (e, _) if e == -libc::ENOBUFS => {
                 // The buffer ring ran dry. Re-arming now would fail the same way, in a loop:
                 // wait for the end of this turn, when the buffers in hand are back.
-                self.counters.enobufs += 1;
+                self.recorder.stats.count(Event::Enobufs, false);
                 let slot = self.slots.get(token.slot);
                 if !slot.starved {
                     slot.starved = true;
@@ -242,7 +250,7 @@ impl Worker {
             {
                 // More than the receive window lets through after a cancel: never let one
                 // client take the buffers everyone else needs.
-                self.counters.overruns += 1;
+                self.recorder.stats.count(Event::Overrun, false);
                 self.bufs.give_back(bid);
                 self.begin_close(index);
                 return;
@@ -380,6 +388,7 @@ impl Worker {
     /// that request unused, unless the answer can be served at once.
     fn serve_from(&mut self, index: u32, source: Source) -> usize {
         let mut used = 0;
+        let log = self.log_format();
         loop {
             let data = match source {
                 Source::Recv { bid, from, len } => &self.bufs.data(bid, len)[from..],
@@ -391,6 +400,8 @@ impl Worker {
             let shared = Shared {
                 files: &self.files,
                 now_ms: self.now_ms,
+                now_micros: self.now_micros,
+                log,
                 date: &self.serving.date,
                 limits: &self.serving.limits,
                 keepalive_requests: self.serving.keepalive_requests,

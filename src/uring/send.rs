@@ -9,6 +9,7 @@ use io_uring::{opcode, squeue, types};
 use super::slots::{Phase, SpliceStage, Timer};
 use super::token::{Op, Token};
 use super::{fixed, ring, Worker};
+use crate::observe::stats::Event;
 
 impl Worker {
     /// Sends the slot's batch if one is ready and no send is in flight: its iovecs with one
@@ -21,9 +22,7 @@ impl Worker {
         let Some(batch_index) = slot.batch else { return };
         let batch = self.batches.get(batch_index);
         if batch.is_empty() {
-            batch.clear();
-            self.batches.put(batch_index);
-            slot.batch = None;
+            self.release_batch(index);
             return;
         }
         if batch.iovecs_sent() {
@@ -189,7 +188,9 @@ impl Worker {
             }
             (SpliceStage::ToSocket, Some(body)) => {
                 body.in_pipe -= result as u64;
-                body.to_pipe == 0 && body.in_pipe == 0
+                let done = body.to_pipe == 0 && body.in_pipe == 0;
+                batch.spliced_out(result as u64);
+                done
             }
             (SpliceStage::WaitWritable, Some(_)) => false, // writable again: splice on
             (SpliceStage::Linked, _) => unreachable!("a linked splice is accounted above"),
@@ -199,7 +200,7 @@ impl Worker {
             self.flush(token.slot); // short send, or the next splice step
             return;
         }
-        self.counters.sends += 1;
+        self.recorder.stats.count(Event::Sent, false);
         self.release_pipe(token.slot, true);
         self.release_batch(token.slot);
         if self.slots.get(token.slot).session.closing {
@@ -234,9 +235,14 @@ impl Worker {
         }
     }
 
+    /// Takes the slot's batch back, once it is sent or its connection ended: its responses
+    /// are counted and logged first, with the bytes of each that left.
     pub(super) fn release_batch(&mut self, index: u32) {
         if let Some(batch_index) = self.slots.get(index).batch.take() {
-            self.batches.get(batch_index).clear();
+            let batch = self.batches.get(batch_index);
+            let peer = self.peers.get(index as usize).copied().unwrap_or_default();
+            self.recorder.finish(batch, &peer, self.now_micros, self.log.as_mut());
+            batch.clear();
             self.batches.put(batch_index);
         }
     }

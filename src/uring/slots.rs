@@ -163,6 +163,8 @@ pub struct Slots {
     free: Vec<u32>,
     heads: [u32; TIMER_KINDS],
     tails: [u32; TIMER_KINDS],
+    /// Slots in each timer list (the connection gauges).
+    armed: [u32; TIMER_KINDS],
     live: u32,
 }
 
@@ -176,6 +178,7 @@ impl Slots {
             free: (0..count).rev().collect(),
             heads: [NIL; TIMER_KINDS],
             tails: [NIL; TIMER_KINDS],
+            armed: [0; TIMER_KINDS],
             live: 0,
         }
     }
@@ -224,6 +227,11 @@ impl Slots {
         self.live
     }
 
+    /// Slots waiting on `timer` (not `None`).
+    pub fn armed(&self, timer: Timer) -> u32 {
+        self.armed[timer as usize - 1]
+    }
+
     /// Indices of every slot in use (for shutdown).
     pub fn in_use(&self) -> impl Iterator<Item = u32> + '_ {
         self.slots.iter().enumerate().filter(|(_, s)| s.phase != Phase::Free).map(|(i, _)| i as u32)
@@ -236,6 +244,7 @@ impl Slots {
             return;
         }
         let kind = timer as usize - 1;
+        self.armed[kind] += 1;
         let tail = self.tails[kind];
         {
             let slot = &mut self.slots[index as usize];
@@ -262,6 +271,7 @@ impl Slots {
             return;
         }
         let kind = timer as usize - 1;
+        self.armed[kind] -= 1;
         if prev == NIL {
             self.heads[kind] = next;
         } else {
@@ -303,6 +313,7 @@ mod tests {
         slots.arm(b, Timer::Idle, 6);
         slots.arm(c, Timer::Idle, 7);
         slots.arm(a, Timer::Idle, 8); // activity on a
+        assert_eq!(slots.armed(Timer::Idle), 3);
         assert_eq!(slots.pop_expired(Timer::Idle, 4), None);
         assert_eq!(slots.pop_expired(Timer::Idle, 7), Some(b));
         assert_eq!(slots.pop_expired(Timer::Idle, 7), Some(c));
@@ -310,6 +321,7 @@ mod tests {
         slots.arm(a, Timer::Send, 9);
         assert_eq!(slots.pop_expired(Timer::Idle, 100), None);
         assert_eq!(slots.pop_expired(Timer::Send, 100), Some(a));
+        assert_eq!((slots.armed(Timer::Idle), slots.armed(Timer::Send)), (0, 0));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum Op {
     Watch = 12,
     /// Poll for inotify events, on kernels whose read answered EAGAIN instead of waiting.
     WatchPoll = 13,
+    /// getsockopt(SO_PEERNAME) of a new connection, for the access log.
+    Peer = 14,
+    /// Write of the access log's buffer.
+    LogWrite = 15,
 }
 
 impl Op {
@@ -52,6 +56,8 @@ impl Op {
             11 => Op::Lookup,
             12 => Op::Watch,
             13 => Op::WatchPoll,
+            14 => Op::Peer,
+            15 => Op::LogWrite,
             _ => return None,
         })
     }

@@ -20,6 +20,8 @@
 //! - `browser`: headless Chromium loads the demo page and decodes the image.
 //! - `cache`: the on-demand file cache: a 200,000-file tree at once, changes within a second,
 //!   eviction with exact bodies, unservable paths and floods of missing ones.
+//! - `observe`: the access log (GoAccess, nginx's escaping, rotation, a full disk), `/health`
+//!   and `/metrics` (the Prometheus parser, counts equal to loadgen's), every engine.
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
 //!   strict parsing statuses.
 
@@ -32,6 +34,7 @@ mod hostile;
 mod large;
 mod lifecycle;
 mod limits;
+mod observe;
 mod pipelining;
 mod property;
 mod semantics;

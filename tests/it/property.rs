@@ -207,6 +207,9 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
             let shared = Shared {
                 files: &cache,
                 now_ms: 0,
+                now_micros: 0,
+                // Every random request's text goes through the log's escaping too.
+                log: Some(ringserve::observe::access_log::LogFormat::Combined),
                 date: &date,
                 limits: &limits,
                 keepalive_requests: 50,
@@ -230,6 +233,14 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
         }
         responses += u64::from(!out.is_empty());
         check_responses(&out, session.closing, &input);
+        batch.finish_exchanges(|exchange, _, text| {
+            assert!(exchange.status >= 200, "every queued response has its status");
+            let escaped =
+                [text.request, text.referer.unwrap_or(b"-"), text.user_agent.unwrap_or(b"-")];
+            assert!(escaped
+                .iter()
+                .all(|t| t.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"')));
+        });
         batch.clear();
         cases += 1;
     }

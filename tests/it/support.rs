@@ -34,6 +34,20 @@ impl Server {
 
     /// Serves `root` with extra flags and environment variables.
     pub fn start_at_env(root: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::spawn(root, extra, envs, Stdio::inherit())
+    }
+
+    /// Serves a fresh temporary root filled by `fill`, its standard error going to `stderr`.
+    pub fn start_with_stderr(fill: impl FnOnce(&Path), extra: &[&str], stderr: &Path) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fill(dir.path());
+        let file = std::fs::File::create(stderr).expect("create the stderr file");
+        let mut server = Server::spawn(dir.path(), extra, &[], Stdio::from(file));
+        server._root = Some(dir);
+        server
+    }
+
+    fn spawn(root: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringserve"))
             .envs(envs.iter().copied())
             .args(if extra.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] })
@@ -42,7 +56,7 @@ impl Server {
             .args(if extra.contains(&"--threads") { &[][..] } else { &["--threads", "2"][..] })
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ringserve");
         let stdout = child.stdout.take().expect("stdout is piped");
