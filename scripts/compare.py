@@ -20,6 +20,7 @@ ROOT = os.path.join(OUT, "root")
 LARGE_ROOT = os.path.join(OUT, "large")
 LARGE_PATHS = os.path.join(OUT, "large-paths.txt")
 CONF = os.path.join(OUT, "conf")
+LOGS = os.path.join(OUT, "logs")
 RINGSERVE = os.path.abspath("target/release/ringserve")
 LOADGEN = os.path.abspath("target/release/loadgen")
 SERVER_CPU, DRIVER_CPU = "0", "1"
@@ -176,7 +177,12 @@ hosts:
       /:
         file.dir: {root}
 """
-    for name, text in [("nginx", nginx), ("lighttpd", lighttpd), ("h2o", h2o)]:
+    configs = [("nginx", nginx), ("lighttpd", lighttpd), ("h2o", h2o)]
+    if "nginx+log" in ports and not suffix:
+        # The access-log row: nginx logging to a file with the buffer ringserve uses.
+        logged = nginx.replace("access_log off;", f"access_log {LOGS}/nginx.log combined buffer=64k flush=1s;")
+        configs.append(("nginx+log", logged.replace(f"127.0.0.1:{ports['nginx']}", f"127.0.0.1:{ports['nginx+log']}")))
+    for name, text in configs:
         with open(os.path.join(CONF, f"{name}{suffix}.conf"), "w") as f:
             f.write(text)
 
@@ -197,6 +203,10 @@ def server_commands(ports, root=ROOT, suffix=""):
         "nginx": ["nginx", "-p", CONF, "-c", os.path.join(CONF, f"nginx{suffix}.conf"), "-g", "daemon off;"],
         "lighttpd": ["lighttpd", "-D", "-f", os.path.join(CONF, f"lighttpd{suffix}.conf")],
         "h2o": ["h2o", "-c", os.path.join(CONF, f"h2o{suffix}.conf")],
+        # The same two servers writing an access log to a file.
+        "ringserve+log": [RINGSERVE, "--addr", f"127.0.0.1:{ports.get('ringserve+log')}",
+                          "--access-log", os.path.join(LOGS, "ringserve.log")] + common,
+        "nginx+log": ["nginx", "-p", CONF, "-c", os.path.join(CONF, "nginx+log.conf"), "-g", "daemon off;"],
     }
 
 
@@ -382,6 +392,10 @@ def target_rows(medians, many):
     check("RSS <= cache budget (256 MiB) + 20 MiB", large, lambda: m(large, rs)["rss_mib"], 276,
           at_most=True, unit="MiB")
     check(">= 1.5x nginx req/s", large, lambda: m(large, rs)["rps"] / m(large, ng)["rps"], 1.5)
+    logged = "small page, access log on"
+    on_off = lambda server: m(logged, server)["rps"] / m(small, server)["rps"]
+    check("req/s with the log >= 0.9x without", logged, lambda: on_off(rs), 0.9)
+    check("that ratio >= nginx's own (log on / off)", logged, lambda: on_off(rs) / on_off(ng), 1.0)
     check("server CPU per request <= 0.7x nginx's", large,
           lambda: m(large, rs)["cpu_us_per_req"] / m(large, ng)["cpu_us_per_req"], 0.7, at_most=True)
     return rows
@@ -429,7 +443,9 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     make_root()
     ports = {"ringserve": 18081, "ringserve-blocking": 18082, "nginx": 18083, "lighttpd": 18084, "h2o": 18085}
-    write_configs(ports)
+    log_ports = {"ringserve+log": 18086, "nginx+log": 18087}
+    os.makedirs(LOGS, exist_ok=True)
+    write_configs({**ports, **log_ports})
     with open(os.path.join(CONF, "pipeline.lua"), "w") as f:
         f.write('init = function(args)\n local r = {}\n for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end\n'
                 ' req = table.concat(r)\nend\nrequest = function() return req end\n')
@@ -440,6 +456,10 @@ def main():
         {"name": "1 MiB file", "path": "/big.bin", "drivers": ["loadgen"]},
         {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen"]},
         {"name": f"{many:,} connections", "path": "/small.html", "conns": many, "drivers": ["loadgen"]},
+        # The small page again, ringserve and nginx each writing an access log to a file (its
+        # cost is the ratio to the first row).
+        {"name": "small page, access log on", "path": "/small.html", "drivers": ["loadgen", "wrk"],
+         "servers": ["ringserve", "nginx"], "log": True},
     ]
     if args.only:
         workloads = [w for w in workloads if args.only in w["name"]]
@@ -463,20 +483,28 @@ def main():
 
     signal.signal(signal.SIGTERM, stop_all)
     try:
-        cmds = server_commands(ports)
+        cmds = server_commands({**ports, **log_ports})
         for s in servers if workloads else []:
             procs[s] = start(s, cmds[s], ports[s])
+        for s in log_ports:
+            if any(w.get("log") and s.split("+")[0] in servers for w in workloads):
+                procs[s] = start(s, cmds[s], log_ports[s])
         for rnd in range(rounds):
             for w in workloads:
                 for d in w["drivers"]:
-                    for s in servers:
+                    for s in [s for s in servers if s in w.get("servers", servers)]:
                         conns = w.get("conns", 100)
-                        idle_rss = rss_kib(procs[s])
-                        before = cpu_ticks(procs[s])
-                        result = drive(d, w, ports[s], duration, conns)
+                        # A logging row runs the server's logging twin, its log emptied first.
+                        name = f"{s}+log" if w.get("log") else s
+                        port = log_ports[name] if w.get("log") else ports[s]
+                        if w.get("log"):
+                            open(os.path.join(LOGS, f"{s}.log"), "w").close()
+                        idle_rss = rss_kib(procs[name])
+                        before = cpu_ticks(procs[name])
+                        result = drive(d, w, port, duration, conns)
                         if "conns" in w:
-                            result["rss_per_conn_bytes"] = max(0, rss_kib(procs[s]) - idle_rss) * 1024 / conns
-                        ticks = cpu_ticks(procs[s]) - before
+                            result["rss_per_conn_bytes"] = max(0, rss_kib(procs[name]) - idle_rss) * 1024 / conns
+                        ticks = cpu_ticks(procs[name]) - before
                         result["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(result["requests"], 1)
                         result.update({"round": rnd, "workload": w["name"], "driver": d, "server": s})
                         runs.append(result)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command. On a fresh Debian 12 machine it installs what is missing (Chromium for
-# the browser test, rustfmt and clippy; compare.sh installs nginx, lighttpd, h2o, wrk and
-# brotli), then runs: format check, clippy (warnings are errors), every unit and integration
+# the browser test; GoAccess, nginx and the Prometheus client library for the access-log and
+# metrics tests; rustfmt and clippy; compare.sh installs lighttpd, h2o, wrk and brotli), then
+# runs: format check, clippy (warnings are errors), every unit and integration
 # test of the workspace, the headless-browser test, and the comparison script in quick mode
 # (only to check that it works; its numbers come from full runs).
 #
@@ -15,11 +16,16 @@ as_root() {
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v goaccess >/dev/null 2>&1 || missing+=(goaccess)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -q
     as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Debian starts nginx as a service on install; the tests run their own.
+    as_root systemctl stop nginx >/dev/null 2>&1 || true
 fi
 
 for component in rustfmt clippy; do
@@ -38,7 +44,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test (unit, integration, browser)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-RINGSERVE_REQUIRE_BROWSER=1 cargo test --workspace 2>&1 | tee "$log"
+RINGSERVE_REQUIRE_BROWSER=1 RINGSERVE_REQUIRE_TOOLS=1 cargo test --workspace 2>&1 | tee "$log"
 
 echo "==> scripts/compare.sh --quick (checks the comparison runs end to end)"
 scripts/compare.sh --quick > target/compare-quick.log 2>&1 || { tail -30 target/compare-quick.log; exit 1; }
