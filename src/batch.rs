@@ -66,6 +66,29 @@ pub struct Exchange {
 const HAS_REFERER: u8 = 1;
 const HAS_USER_AGENT: u8 = 2;
 
+/// Where an exchange's request text is.
+pub struct TextOf<'a> {
+    exchange: &'a Exchange,
+    text: &'a [u8],
+}
+
+impl<'a> TextOf<'a> {
+    /// The text, escaped for the log's format (empty when the batch was served without one).
+    pub fn get(&self) -> ExchangeText<'a> {
+        let [start, line, referer, agent] = self.exchange.text.map(|n| n as usize);
+        let has = self.exchange.has;
+        let text = self.text;
+        let field = |bit: u8, from: usize, to: usize| {
+            (has & bit != 0).then(|| text.get(from..to).unwrap_or_default())
+        };
+        ExchangeText {
+            request: text.get(start..line).unwrap_or_default(),
+            referer: field(HAS_REFERER, line, referer),
+            user_agent: field(HAS_USER_AGENT, referer, agent),
+        }
+    }
+}
+
 /// An exchange's request text, escaped for the log's format.
 pub struct ExchangeText<'a> {
     pub request: &'a [u8],
@@ -285,25 +308,13 @@ impl Batch {
         last.text = ends;
     }
 
-    /// Hands each queued response to `each` with the body bytes of it that were sent, then
-    /// forgets them. Call when the batch is done: sent, or its connection ended.
-    pub fn finish_exchanges(&mut self, mut each: impl FnMut(&Exchange, u64, ExchangeText<'_>)) {
+    /// Hands each queued response to `each` with the body bytes of it that were sent (and a
+    /// handle to its request text, read only if the log needs it), then forgets them. Call
+    /// when the batch is done: sent, or its connection ended.
+    pub fn finish_exchanges(&mut self, mut each: impl FnMut(&Exchange, u64, TextOf<'_>)) {
         for exchange in &self.exchanges {
             let sent = self.sent_bytes.saturating_sub(exchange.body_start).min(exchange.body_len);
-            let [start, line, referer, agent] = exchange.text.map(|n| n as usize);
-            let text = &self.log_text;
-            let field = |bit: u8, from: usize, to: usize| {
-                (exchange.has & bit != 0).then(|| text.get(from..to).unwrap_or_default())
-            };
-            each(
-                exchange,
-                sent,
-                ExchangeText {
-                    request: text.get(start..line).unwrap_or_default(),
-                    referer: field(HAS_REFERER, line, referer),
-                    user_agent: field(HAS_USER_AGENT, referer, agent),
-                },
-            );
+            each(exchange, sent, TextOf { exchange, text: &self.log_text });
         }
         self.exchanges.clear();
         self.log_text.clear();

@@ -2,7 +2,8 @@
 //! system allocator; the server runs in-process with one io_uring worker; after a warm-up,
 //! 10,000 keep-alive requests (plain and pipelined) must cause zero allocations anywhere in
 //! the process. The client side reads into fixed buffers so it allocates nothing either. Both
-//! ways of re-checking cached files run meanwhile: by interval, and on inotify events.
+//! ways of re-checking cached files run meanwhile: by interval, and on inotify events; the
+//! second run also writes an access log, which must not allocate per line either.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
@@ -84,6 +85,11 @@ fn steady_state(watch: bool) {
     config.cache.revalidate_ms = Some(REVALIDATE_EVERY_MS);
     config.cache.watch = watch;
     config.keepalive_requests = u32::MAX;
+    let log = dir.path().join("access.log");
+    if watch {
+        config.access_log =
+            Some((log.clone(), ringserve::observe::access_log::LogFormat::Combined));
+    }
     let server = ringserve::Server::start(&config).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -145,4 +151,9 @@ fn steady_state(watch: bool) {
     let counters = server.shutdown().unwrap();
     assert!(counters.cache_revalidations > 10, "watch {watch}: re-checks: {counters:?}");
     assert_eq!(counters.cache_misses, 2, "each file opened once: {counters:?}");
+    assert_eq!(counters.responses(), 2 + 8_000 + 10_008, "{counters:?}");
+    if watch {
+        let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+        assert_eq!(lines, 2 + 8_000 + 10_008, "a line per response, flushed at shutdown");
+    }
 }

@@ -171,13 +171,18 @@ pub struct PeerText {
 
 impl Default for PeerText {
     fn default() -> Self {
-        let mut text = PeerText { bytes: [0; 46], len: 1 };
-        text.bytes[0] = b'-';
-        text
+        PeerText::UNKNOWN
     }
 }
 
 impl PeerText {
+    /// `-`, nginx's text for a value it does not have.
+    pub const UNKNOWN: PeerText = {
+        let mut bytes = [0; 46];
+        bytes[0] = b'-';
+        PeerText { bytes, len: 1 }
+    };
+
     /// The text of `addr`'s IP.
     pub fn new(addr: SocketAddr) -> PeerText {
         let ip = match addr.ip() {

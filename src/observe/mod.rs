@@ -45,26 +45,30 @@ impl Recorder {
         batch: &mut Batch,
         peer: &PeerText,
         now_micros: u64,
-        mut log: Option<&mut LogSink>,
+        log: Option<&mut LogSink>,
     ) {
-        if let Some(log) = log.as_deref_mut() {
-            log.set_time(access_log::now_secs());
-        }
         let (stats, shared) = (&self.stats, self.shared);
+        let Some(log) = log else {
+            batch.finish_exchanges(|exchange, body_sent, _| {
+                let micros = now_micros.saturating_sub(exchange.served_micros);
+                stats.response(exchange.status, exchange.method, body_sent, micros, shared);
+            });
+            return;
+        };
+        log.set_time(access_log::now_secs());
         batch.finish_exchanges(|exchange, body_sent, text| {
             let micros = now_micros.saturating_sub(exchange.served_micros);
             stats.response(exchange.status, exchange.method, body_sent, micros, shared);
-            if let Some(log) = log.as_deref_mut() {
-                log.append(&Line {
-                    addr: peer.as_bytes(),
-                    request: text.request,
-                    status: exchange.status,
-                    body_bytes: body_sent,
-                    referer: text.referer,
-                    user_agent: text.user_agent,
-                    micros,
-                });
-            }
+            let text = text.get();
+            log.append(&Line {
+                addr: peer.as_bytes(),
+                request: text.request,
+                status: exchange.status,
+                body_bytes: body_sent,
+                referer: text.referer,
+                user_agent: text.user_agent,
+                micros,
+            });
         });
     }
 }

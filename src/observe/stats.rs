@@ -16,6 +16,35 @@ pub const LATENCY_BUCKETS_MICROS: [u64; 16] = [
     1_000_000, 2_500_000, 10_000_000,
 ];
 
+/// Per bit length of a latency, the first bucket it can fall in (the bounds below the smallest
+/// number of that length): a bucket is then found with one or two compares, not a scan.
+const FIRST_BUCKET_BY_BITS: [u8; 65] = {
+    let mut table = [0u8; 65];
+    let mut bits = 1;
+    while bits <= 64 {
+        let smallest = 1u64 << (bits - 1);
+        let mut below = 0;
+        while below < LATENCY_BUCKETS_MICROS.len() && LATENCY_BUCKETS_MICROS[below] < smallest {
+            below += 1;
+        }
+        table[bits] = below as u8;
+        bits += 1;
+    }
+    table
+};
+
+/// The histogram bucket of a latency: the first whose bound is at least `micros` (the last,
+/// +Inf, when none is).
+#[inline]
+fn latency_bucket(micros: u64) -> usize {
+    let bits = (64 - micros.leading_zeros()) as usize;
+    let mut bucket = usize::from(FIRST_BUCKET_BY_BITS[bits]);
+    while bucket < LATENCY_BUCKETS_MICROS.len() && micros > LATENCY_BUCKETS_MICROS[bucket] {
+        bucket += 1;
+    }
+    bucket
+}
+
 /// Method labels: a bounded set, so a client cannot grow the metrics with invented methods.
 pub const METHOD_LABELS: [&str; 3] = ["GET", "HEAD", "other"];
 
@@ -56,12 +85,16 @@ pub struct WorkerStats {
     log_dropped: AtomicU64,
 }
 
-/// Adds to a counter that only the calling thread writes: a plain load and store, not a locked
-/// read-modify-write (the blocking engine, whose connection threads share one `WorkerStats`,
-/// uses `add_shared`).
+/// Adds `n` to a counter. A counter only its worker writes (`shared` false: the io_uring
+/// engine) takes a plain load and store, not a locked read-modify-write; the blocking engine's
+/// connection threads share one `WorkerStats` and add atomically.
 #[inline(always)]
-fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+fn add(counter: &AtomicU64, n: u64, shared: bool) {
+    if shared {
+        counter.fetch_add(n, Relaxed);
+    } else {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
 }
 
 impl WorkerStats {
@@ -70,13 +103,11 @@ impl WorkerStats {
     #[inline]
     pub fn response(&self, status: u16, method: u8, body_bytes: u64, micros: u64, shared: bool) {
         let class = usize::from(status / 100).clamp(1, STATUS_CLASSES) - 1;
-        let bucket = LATENCY_BUCKETS_MICROS.iter().position(|&b| micros <= b);
-        let bucket = bucket.unwrap_or(LATENCY_BUCKETS_MICROS.len());
-        let add = if shared { add_shared } else { bump };
-        add(&self.requests[usize::from(method).min(2)][class], 1);
-        add(&self.body_bytes, body_bytes);
-        add(&self.latency[bucket], 1);
-        add(&self.latency_sum_micros, micros);
+        let bucket = latency_bucket(micros);
+        add(&self.requests[usize::from(method).min(2)][class], 1, shared);
+        add(&self.body_bytes, body_bytes, shared);
+        add(&self.latency[bucket], 1, shared);
+        add(&self.latency_sum_micros, micros, shared);
     }
 
     /// Counts one event of `kind`.
@@ -89,11 +120,7 @@ impl WorkerStats {
             Event::Enobufs => &self.enobufs,
             Event::Overrun => &self.overruns,
         };
-        if shared {
-            add_shared(counter, 1)
-        } else {
-            bump(counter, 1)
-        }
+        add(counter, 1, shared);
     }
 
     /// Publishes the connection counts by state (`CONNECTION_STATES` order).
@@ -157,11 +184,6 @@ impl WorkerStats {
         c.log_dropped = load(&self.log_dropped);
         c
     }
-}
-
-/// Adds to a counter several threads write.
-fn add_shared(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Relaxed);
 }
 
 /// Events counted one by one.
@@ -319,5 +341,22 @@ mod tests {
         assert_eq!(c.latency[1], 1, "51 us is in the 100 us bucket");
         assert_eq!(c.latency[LATENCY_BUCKETS_MICROS.len()], 1, "20 s is in +Inf");
         assert_eq!(c.responses(), 4);
+    }
+
+    #[test]
+    fn buckets_match_a_plain_scan() {
+        let scan = |m: u64| LATENCY_BUCKETS_MICROS.iter().filter(|&&b| m > b).count();
+        let mut m = 0u64;
+        while m < 40_000_000 {
+            for v in [m, m + 1, m.saturating_sub(1)] {
+                assert_eq!(latency_bucket(v), scan(v), "{v}");
+            }
+            m = m * 5 / 4 + 1;
+        }
+        for &b in &LATENCY_BUCKETS_MICROS {
+            assert_eq!(latency_bucket(b), scan(b));
+            assert_eq!(latency_bucket(b + 1), scan(b + 1));
+        }
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS_MICROS.len());
     }
 }

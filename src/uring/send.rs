@@ -9,7 +9,11 @@ use io_uring::{opcode, squeue, types};
 use super::slots::{Phase, SpliceStage, Timer};
 use super::token::{Op, Token};
 use super::{fixed, ring, Worker};
+use crate::observe::access_log::PeerText;
 use crate::observe::stats::Event;
+
+/// The address logged when none is known (no access log, so no address was asked for).
+static NO_PEER: PeerText = PeerText::UNKNOWN;
 
 impl Worker {
     /// Sends the slot's batch if one is ready and no send is in flight: its iovecs with one
@@ -240,8 +244,8 @@ impl Worker {
     pub(super) fn release_batch(&mut self, index: u32) {
         if let Some(batch_index) = self.slots.get(index).batch.take() {
             let batch = self.batches.get(batch_index);
-            let peer = self.peers.get(index as usize).copied().unwrap_or_default();
-            self.recorder.finish(batch, &peer, self.now_micros, self.log.as_mut());
+            let peer = self.peers.get(index as usize).unwrap_or(&NO_PEER);
+            self.recorder.finish(batch, peer, self.now_micros, self.log.as_mut());
             batch.clear();
             self.batches.put(batch_index);
         }

@@ -234,6 +234,7 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
         responses += u64::from(!out.is_empty());
         check_responses(&out, session.closing, &input);
         batch.finish_exchanges(|exchange, _, text| {
+            let text = text.get();
             assert!(exchange.status >= 200, "every queued response has its status");
             let escaped =
                 [text.request, text.referer.unwrap_or(b"-"), text.user_agent.unwrap_or(b"-")];
