@@ -66,6 +66,7 @@ fn route(c: &mut Criterion) {
         last_request: false,
         peer_closed: false,
         limits: &limits,
+        site: &ringserve::site::Site::default(),
     };
     let mut batch = Batch::new();
     let mut group = c.benchmark_group("serve");

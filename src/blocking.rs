@@ -179,6 +179,7 @@ struct Settings {
     keepalive_requests: u32,
     max_connections: usize,
     limits: ParseLimits,
+    site: Arc<crate::site::Site>,
 }
 
 impl From<&Config> for Settings {
@@ -190,6 +191,7 @@ impl From<&Config> for Settings {
             keepalive_requests: config.keepalive_requests,
             max_connections: config.max_connections as usize * config.threads,
             limits: config.parse_limits,
+            site: Arc::clone(&config.site),
         }
     }
 }
@@ -339,19 +341,15 @@ impl<'s> Connection<'s> {
                 date: &self.date,
                 limits: &self.settings.limits,
                 keepalive_requests: self.settings.keepalive_requests,
+                site: &self.settings.site,
             };
             let input = &self.input[used..self.input_len];
             let served = self.session.serve_all(input, &shared, &mut self.batch);
             used += served.used;
-            if !served.miss {
-                return used;
-            }
+            let Some(of) = served.miss else { return used };
             let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
-            match serve::miss_key(
-                &self.input[used..self.input_len],
-                &self.settings.limits,
-                &mut key,
-            ) {
+            let (limits, site) = (&self.settings.limits, &self.settings.site);
+            match serve::miss_key(&self.input[used..self.input_len], limits, site, of, &mut key) {
                 Some(key) => cache.fill(key, now_ms),
                 None => return used, // cannot happen: the miss was for a complete request
             }
@@ -411,7 +409,8 @@ impl<'s> Connection<'s> {
         let partial = &self.input[..self.input_len];
         let now = self.files.now_micros();
         let log = self.files.log_format;
-        if serve::push_timeout(&mut self.batch, &self.date, partial, now, log).is_err() {
+        let site = &self.settings.site;
+        if serve::push_timeout(&mut self.batch, &self.date, site, partial, now, log).is_err() {
             return;
         }
         let sent = self.write_batch();

@@ -114,6 +114,36 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub admin_addr: Option<SocketAddr>,
 
+    /// Add a header to every response, e.g. 'X-Content-Type-Options: nosniff' (repeatable;
+    /// for security headers, CORS and the like).
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub header: Vec<String>,
+
+    /// Cache-Control for files whose name (or, for a glob with a /, path from the root)
+    /// matches: 'GLOB[,GLOB...]=VALUE', e.g. '*.css,*.js=public, max-age=31536000, immutable'
+    /// (repeatable; the first matching rule wins).
+    #[arg(long, value_name = "'GLOBS=VALUE'")]
+    pub cache_control: Vec<String>,
+
+    /// Answer a GET or HEAD for a missing path with this file and status 200 (single-page
+    /// apps), unless the path's last segment has an extension (assets stay 404).
+    #[arg(long, value_name = "/PATH")]
+    pub fallback: Option<String>,
+
+    /// Serve a file of the site as the body of an error, with the error's status, e.g.
+    /// '404=/404.html' (repeatable, one per status).
+    #[arg(long, value_name = "STATUS=/PATH")]
+    pub error_page: Vec<String>,
+
+    /// List the files of a directory that has no index.html (HTML, or JSON with
+    /// 'Accept: application/json'); names starting with a dot are left out.
+    #[arg(long)]
+    pub autoindex: bool,
+
+    /// With --autoindex, list names starting with a dot too (implies --autoindex).
+    #[arg(long)]
+    pub autoindex_hidden: bool,
+
     /// Seconds that SIGINT/SIGTERM waits for in-flight responses before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS",
           value_parser = clap::value_parser!(u32).range(0..=3600))]
@@ -172,6 +202,8 @@ pub struct Config {
     pub access_log: Option<(PathBuf, LogFormat)>,
     /// Where `/health` and `/metrics` are answered.
     pub admin_addr: Option<SocketAddr>,
+    /// Headers, Cache-Control rules, fallback, error pages and listings.
+    pub site: std::sync::Arc<crate::site::Site>,
 }
 
 impl Config {
@@ -187,6 +219,15 @@ impl Config {
                 source: std::io::Error::other("not a directory"),
             });
         }
+        let options = crate::site::SiteOptions {
+            headers: cli.header.clone(),
+            cache_control: cli.cache_control.clone(),
+            fallback: cli.fallback.clone(),
+            error_pages: cli.error_page.clone(),
+            autoindex: cli.autoindex,
+            autoindex_hidden: cli.autoindex_hidden,
+        };
+        let site = crate::site::Site::new(&options, &root).map_err(crate::Error::Usage)?;
         let threads = match cli.threads {
             Some(n) => usize::from(n),
             None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -214,6 +255,7 @@ impl Config {
             warm: cli.warm,
             access_log: cli.access_log.map(|path| (path, cli.access_log_format)),
             admin_addr: cli.admin_addr,
+            site: std::sync::Arc::new(site),
             parse_limits: crate::http::ParseLimits {
                 head_bytes_max: cli.max_header_bytes as usize,
                 header_count_max: cli.max_headers as usize,

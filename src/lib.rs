@@ -25,6 +25,7 @@ pub mod limits;
 pub mod observe;
 pub mod serve;
 pub mod server;
+pub mod site;
 pub mod uring;
 
 pub use config::{Cli, Config, Engine};

@@ -14,6 +14,7 @@ use crate::http::{self, Method, ParseLimits, Parsed, Reject, Request, Status, Ve
 use crate::limits::REQUEST_TARGET_BYTES_MAX;
 use crate::observe::access_log::{LogFormat, RequestText};
 use crate::observe::stats::method_index;
+use crate::site::Site;
 
 /// Stack buffer for resolving typical request paths.
 const SMALL_PATH_BYTES: usize = 256;
@@ -43,6 +44,8 @@ pub struct Context<'a> {
     pub peer_closed: bool,
     /// Request-head limits.
     pub limits: &'a ParseLimits,
+    /// Headers added to every response, fallback, error pages, listings.
+    pub site: &'a Site,
 }
 
 /// What every connection of a worker shares.
@@ -61,6 +64,8 @@ pub struct Shared<'a> {
     pub limits: &'a ParseLimits,
     /// Requests per keep-alive connection.
     pub keepalive_requests: u32,
+    /// Headers added to every response, fallback, error pages, listings.
+    pub site: &'a Site,
 }
 
 /// Per-connection protocol state, kept the same way by every engine.
@@ -81,9 +86,20 @@ pub struct Session {
 pub struct Served {
     /// Input bytes answered (or skipped as request bodies).
     pub used: usize,
-    /// The request at `used` names a path the cache must fill first (`miss_key` gives it);
+    /// The request at `used` needs a path the cache must fill first (`miss_key` gives it);
     /// serve the rest of the input again after the fill.
-    pub miss: bool,
+    pub miss: Option<MissOf>,
+}
+
+/// Which path a request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissOf {
+    /// The path it names.
+    Request,
+    /// The `--fallback` page.
+    Fallback,
+    /// The `--error-page` for this status.
+    ErrorPage(Status),
 }
 
 impl Session {
@@ -92,7 +108,7 @@ impl Session {
     /// input counts as used: nothing after it is answered).
     pub fn serve_all(&mut self, input: &[u8], shared: &Shared<'_>, batch: &mut Batch) -> Served {
         let mut pos = 0;
-        let done = |used: usize| Served { used, miss: false };
+        let done = |used: usize| Served { used, miss: None };
         loop {
             if self.closing {
                 return done(input.len());
@@ -114,10 +130,11 @@ impl Session {
                 last_request: self.requests + 1 >= shared.keepalive_requests,
                 peer_closed: self.peer_closed,
                 limits: shared.limits,
+                site: shared.site,
             };
             match serve(&input[pos..], &ctx, batch) {
                 Step::Partial | Step::Full => return done(pos),
-                Step::Miss => return Served { used: pos, miss: true },
+                Step::Miss(of) => return Served { used: pos, miss: Some(of) },
                 Step::Responded { consumed, skip_bytes, close } => {
                     pos += consumed;
                     self.requests += 1;
@@ -139,9 +156,9 @@ pub enum Step {
     Partial,
     /// The batch has no room for another response: send it first.
     Full,
-    /// The request names a path the cache does not know (or must re-check): nothing was
+    /// The request needs a path the cache does not know (or must re-check): nothing was
     /// queued; the engine fills the cache (`miss_key`) and serves the request again.
-    Miss,
+    Miss(MissOf),
 }
 
 /// Serves the request at the start of `input` into `batch`.
@@ -153,8 +170,9 @@ pub fn serve(input: &[u8], ctx: &Context<'_>, batch: &mut Batch) -> Step {
         Parsed::Partial => return Step::Partial,
         Parsed::Reject(reject) => {
             let status = status_of(reject);
-            let step = push_error(batch, ctx.date, status, false, false, Version::Http11)
-                .map(|()| Step::Responded { consumed: input.len(), skip_bytes: 0, close: true });
+            let responded = Step::Responded { consumed: input.len(), skip_bytes: 0, close: true };
+            let step = respond_error(batch, ctx, status, false, false, Version::Http11)
+                .map(|miss| miss.map_or(responded, Step::Miss));
             if step.is_ok() {
                 note(batch, ctx, input, method_index(Method::Unknown), None, None);
             }
@@ -220,27 +238,14 @@ fn respond(
     };
     match req.method {
         Method::Get | Method::Head => {}
-        Method::NotAllowed => {
-            push_error(
-                batch,
-                ctx.date,
-                Status::MethodNotAllowed,
-                keep_alive,
-                head_only,
-                req.version,
-            )?;
-            return Ok(done(!keep_alive));
-        }
-        Method::Unknown => {
-            push_error(
-                batch,
-                ctx.date,
-                Status::NotImplemented,
-                keep_alive,
-                head_only,
-                req.version,
-            )?;
-            return Ok(done(!keep_alive));
+        Method::NotAllowed | Method::Unknown => {
+            let status = if req.method == Method::NotAllowed {
+                Status::MethodNotAllowed
+            } else {
+                Status::NotImplemented
+            };
+            let miss = respond_error(batch, ctx, status, keep_alive, head_only, req.version)?;
+            return Ok(miss.map_or(done(!keep_alive), Step::Miss));
         }
     }
     // Typical paths resolve in a small stack buffer; zeroing the full-size one for every
@@ -254,11 +259,11 @@ fn respond(
         &mut large
     };
     let Ok((key, trailing_slash)) = key_of(req.path, buf) else {
-        push_error(batch, ctx.date, Status::BadRequest, false, head_only, req.version)?;
-        return Ok(done(true));
+        let miss = respond_error(batch, ctx, Status::BadRequest, false, head_only, req.version)?;
+        return Ok(miss.map_or(done(true), Step::Miss));
     };
     let status = match ctx.files.get(key, ctx.now_ms) {
-        Lookup::Unknown => return Ok(Step::Miss),
+        Lookup::Unknown => return Ok(Step::Miss(MissOf::Request)),
         Lookup::File(entry) => {
             respond_file(req, ctx, batch, entry, keep_alive)?;
             return Ok(done(!keep_alive));
@@ -267,13 +272,70 @@ fn respond(
             push_redirect(batch, ctx, req, keep_alive, head_only)?;
             return Ok(done(!keep_alive));
         }
-        Lookup::Directory | Lookup::Missing => Status::NotFound,
+        Lookup::Directory | Lookup::Missing => {
+            // A single-page app's deep link gets its page; a missing asset stays 404.
+            if let Some(fallback) = ctx.site.fallback.as_deref().filter(|_| !has_extension(req.path)) {
+                match ctx.files.get(fallback, ctx.now_ms) {
+                    Lookup::Unknown => return Ok(Step::Miss(MissOf::Fallback)),
+                    Lookup::File(entry) => {
+                        respond_file(req, ctx, batch, entry, keep_alive)?;
+                        return Ok(done(!keep_alive));
+                    }
+                    _ => {} // gone since start-up: 404
+                }
+            }
+            Status::NotFound
+        }
         Lookup::Forbidden => Status::Forbidden,
         Lookup::Busy => Status::ServiceUnavailable,
         Lookup::Failed => Status::InternalServerError,
     };
-    push_error(batch, ctx.date, status, keep_alive, head_only, req.version)?;
-    Ok(done(!keep_alive))
+    let miss = respond_error(batch, ctx, status, keep_alive, head_only, req.version)?;
+    Ok(miss.map_or(done(!keep_alive), Step::Miss))
+}
+
+/// Whether the last segment of a request path has an extension (`/app.js`, not `/about`).
+fn has_extension(path: &[u8]) -> bool {
+    let last = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    last.iter().skip(1).any(|&b| b == b'.')
+}
+
+/// An error response: the site's page for `status` (`--error-page`) as its body when one is
+/// set, else the built-in page. `Some(miss)` when the page must be filled first (nothing was
+/// queued).
+fn respond_error(
+    batch: &mut Batch,
+    ctx: &Context<'_>,
+    status: Status,
+    keep_alive: bool,
+    head_only: bool,
+    version: Version,
+) -> Result<Option<MissOf>, Overflow> {
+    let page = ctx.site.error_page(status).map(|key| ctx.files.get(key, ctx.now_ms));
+    let entry = match page {
+        Some(Lookup::Unknown) => return Ok(Some(MissOf::ErrorPage(status))),
+        Some(Lookup::File(entry)) => entry,
+        // No page, or it went away since start-up: the built-in one.
+        _ => {
+            return push_error(batch, ctx.date, status, keep_alive, head_only, version, &ctx.site.headers)
+                .map(|()| None);
+        }
+    };
+    batch.hold(entry)?;
+    let body = if head_only { Body::Owned(&[]) } else { entry.body() };
+    batch.push_file(
+        |w| {
+            w.start(status, ctx.date.bytes())?;
+            w.put(&entry.type_line)?;
+            w.put(b"Content-Length: ")?;
+            w.put_u64(entry.len)?;
+            w.put(b"\r\n")?;
+            w.put(&ctx.site.headers)?;
+            w.finish(keep_alive, version == Version::Http10)
+        },
+        body,
+    )?;
+    Ok(None)
 }
 
 /// The cache key a request path names (its index for a path ending in `/`), and whether it
@@ -288,17 +350,28 @@ fn key_of<'b>(path: &[u8], buf: &'b mut [u8]) -> Result<(&'b [u8], bool), resolv
     Ok((&buf[..len], resolved.trailing_slash))
 }
 
-/// The key of the request at the start of `input`, after `serve` answered `Step::Miss` for
-/// it: what the engine must `fill`.
+/// The key the request at the start of `input` waits for, after `serve` answered
+/// `Step::Miss(of)` for it: what the engine must `fill`.
 pub fn miss_key<'b>(
     input: &[u8],
     limits: &ParseLimits,
+    site: &Site,
+    of: MissOf,
     buf: &'b mut KeyBuffer,
 ) -> Option<&'b [u8]> {
-    match http::parse(input, limits) {
-        Parsed::Complete(req) => key_of(req.path, buf).ok().map(|(key, _)| key),
-        Parsed::Partial | Parsed::Reject(_) => None,
-    }
+    let page = match of {
+        MissOf::Request => {
+            return match http::parse(input, limits) {
+                Parsed::Complete(req) => key_of(req.path, buf).ok().map(|(key, _)| key),
+                Parsed::Partial | Parsed::Reject(_) => None,
+            };
+        }
+        MissOf::Fallback => site.fallback.as_deref()?,
+        MissOf::ErrorPage(status) => site.error_page(status)?,
+    };
+    let key = buf.get_mut(..page.len())?;
+    key.copy_from_slice(page);
+    Some(key)
 }
 
 /// The representation to send: a precompressed variant when the client accepts it.
@@ -399,14 +472,9 @@ fn respond_file(
             );
         }
         Precondition::Failed => {
-            return push_error(
-                batch,
-                ctx.date,
-                Status::PreconditionFailed,
-                keep_alive,
-                head_only,
-                req.version,
-            );
+            let status = Status::PreconditionFailed;
+            let headers = &ctx.site.headers;
+            return push_error(batch, ctx.date, status, keep_alive, head_only, req.version, headers);
         }
     }
     match evaluate_range(req, rep) {
@@ -427,7 +495,8 @@ fn respond_file(
             // construction; a miss here would be a bug, answered as one, not a panic.
             let Some(body) = rep.body().slice(first, last + 1) else {
                 let status = Status::InternalServerError;
-                return push_error(batch, ctx.date, status, keep_alive, head_only, req.version);
+                let headers = &ctx.site.headers;
+                return push_error(batch, ctx.date, status, keep_alive, head_only, req.version, headers);
             };
             batch.hold(rep)?;
             batch.push_file(
@@ -459,6 +528,7 @@ fn respond_file(
                     w.put(b"Content-Range: bytes */")?;
                     w.put_u64(rep.len)?;
                     w.put(b"\r\n")?;
+                    w.put(&ctx.site.headers)?;
                     w.finish(keep_alive, http10)
                 },
                 body,
@@ -486,11 +556,13 @@ fn append_index(path: &mut [u8], len: usize) -> Option<usize> {
 pub fn push_timeout(
     batch: &mut Batch,
     date: &DateCache,
+    site: &Site,
     partial: &[u8],
     now_micros: u64,
     log: Option<LogFormat>,
 ) -> Result<(), Overflow> {
-    push_error(batch, date, Status::RequestTimeout, false, false, Version::Http11)?;
+    let status = Status::RequestTimeout;
+    push_error(batch, date, status, false, false, Version::Http11, &site.headers)?;
     let text = match log {
         Some(_) => RequestText::first_line(partial),
         None => RequestText::default(),
@@ -499,7 +571,8 @@ pub fn push_timeout(
     Ok(())
 }
 
-/// A complete error response: status, a small HTML body, `Allow` on 405.
+/// A complete error response: status, a small HTML body, `Allow` on 405, then the site's
+/// `headers`.
 pub fn push_error(
     batch: &mut Batch,
     date: &DateCache,
@@ -507,6 +580,7 @@ pub fn push_error(
     keep_alive: bool,
     head_only: bool,
     version: Version,
+    headers: &[u8],
 ) -> Result<(), Overflow> {
     let body = status.error_body();
     batch.push(
@@ -520,6 +594,7 @@ pub fn push_error(
                 // Out of descriptors or memory for a moment: worth retrying soon.
                 w.put(b"Retry-After: 1\r\n")?;
             }
+            w.put(headers)?;
             w.finish(keep_alive, version == Version::Http10)
         },
         if head_only { &[] } else { body },
@@ -551,6 +626,7 @@ fn push_redirect(
             w.put(b"/")?;
             w.put(req.query)?;
             w.put(b"\r\n")?;
+            w.put(&ctx.site.headers)?;
             w.finish(keep_alive, req.version == Version::Http10)
         },
         if head_only { &[] } else { body },

@@ -113,6 +113,7 @@ impl Server {
     ) -> Result<Server, Error> {
         let limits = CacheLimits { open_files: open_files_share(config.threads), ..config.cache };
         let mut cache = FileCache::open(&config.root, limits)?;
+        cache.set_site(Arc::clone(&config.site));
         let warmed = config.warm.then(|| cache.warm(&config.root, 0));
         ensure_port_free(config.addr)?;
         let first = bind(config.addr)?;
@@ -199,6 +200,7 @@ impl Server {
             ..config.cache
         };
         let mut cache = FileCache::open(&config.root, limits)?;
+        cache.set_site(Arc::clone(&config.site));
         let warmed = config.warm.then(|| cache.warm(&config.root, 0));
         ensure_port_free(config.addr)?;
         let listener = std::net::TcpListener::from(bind(config.addr)?);

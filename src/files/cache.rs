@@ -31,6 +31,7 @@ use std::sync::Arc;
 use super::fill::{self, Fill, Old, Outcome, Request, PARTS};
 use super::watch::{Event, Watcher};
 use super::Entry;
+use crate::site::Site;
 use crate::Error;
 
 /// Longest path `openat2` accepts (PATH_MAX, including the NUL); longer keys are missing.
@@ -156,6 +157,8 @@ pub struct FileCache {
     limits: CacheLimits,
     hits: Cell<u64>,
     counters: CacheCounters,
+    /// The site's header rules, precomputed into each file's entry when it is filled.
+    site: Arc<Site>,
     /// Each directory's stamp and when it was taken: entries of one directory share one
     /// `statx` of it per interval (it tells whether a `.br`/`.gz` sibling appeared).
     dir_stamps: HashMap<Box<[u8]>, DirSeen>,
@@ -208,6 +211,7 @@ impl FileCache {
             open_files: 0,
             limits: CacheLimits { entries: limits.entries.max(1), ..limits },
             hits: Cell::new(0),
+            site: Arc::default(),
             counters: CacheCounters::default(),
             dir_stamps: HashMap::new(),
             spare: Vec::new(),
@@ -223,6 +227,7 @@ impl FileCache {
     pub fn try_clone(&self) -> io::Result<FileCache> {
         let mut copy =
             FileCache::with_root(self.root.try_clone()?, self.root_path.clone(), self.limits);
+        copy.site = Arc::clone(&self.site);
         for slot in self.slots.iter().flatten() {
             let answer = match &slot.answer {
                 Answer::File(entry) => Answer::File(Arc::clone(entry)),
@@ -235,6 +240,11 @@ impl FileCache {
             copy.insert(slot.key.clone(), answer, slot.dir, slot.checked_ms, slot.weight, false);
         }
         Ok(copy)
+    }
+
+    /// Sets the site's header rules (`--cache-control`, `--header`) for files filled from now.
+    pub fn set_site(&mut self, site: Arc<Site>) {
+        self.site = site;
     }
 
     /// The fresh answer for `key` at `now_ms`, with no system call and no allocation.
@@ -288,6 +298,8 @@ impl FileCache {
         };
         let mut fill = self.spare.pop().unwrap_or_else(|| Box::new(Fill::new()));
         fill.start(key, old, dir_known, watching.is_some());
+        fill.extra.clear();
+        self.site.file_fields(key, &mut fill.extra);
         fill.dir_was_watched = watching == Some(true);
         fill.events_at_begin = self.events_applied;
         if miss {

@@ -185,6 +185,8 @@ pub struct Fill {
     /// cache had applied then (see `FileCache::watched_after`).
     pub(super) dir_was_watched: bool,
     pub(super) events_at_begin: u64,
+    /// The site's header lines for this path (`Site::file_fields`), set by `begin`.
+    pub(super) extra: Vec<u8>,
     parts: [Part; PARTS],
     stage: Stage,
     in_flight: u8,
@@ -203,6 +205,7 @@ impl Fill {
             no_symlinks: false,
             dir_was_watched: false,
             events_at_begin: 0,
+            extra: Vec::new(),
             parts: [Part::new(), Part::new(), Part::new(), Part::new()],
             stage: Stage::Done,
             in_flight: 0,
@@ -513,10 +516,11 @@ impl Fill {
     /// Every body is ready: the entry, with its variants.
     fn build(&mut self) {
         let content_type = super::mime::content_type(&file_name(&self.key));
+        let extra = &self.extra;
         let mut take = |v: usize, encoding: Option<&str>, vary: bool| -> Option<Entry> {
             let p = &mut self.parts[v];
             let (bytes, stamp) = (p.bytes.take()?, p.stamp?);
-            Some(Entry::build(bytes, stamp, content_type, encoding, vary))
+            Some(Entry::build(bytes, stamp, content_type, encoding, vary, extra))
         };
         let br = take(BR, Some("br"), true).map(Arc::new);
         let gzip = take(GZ, Some("gzip"), true).map(Arc::new);

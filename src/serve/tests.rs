@@ -1,4 +1,5 @@
 use super::*;
+use crate::site::Site;
 use crate::files::CacheLimits;
 use crate::http::date::DateCache;
 
@@ -35,11 +36,13 @@ fn run(cache: &mut FileCache, input: &[u8]) -> (Step, String) {
             last_request: false,
             peer_closed: false,
             limits: &limits,
+            site: &Site::default(),
         };
         match serve(input, &ctx, &mut batch) {
-            Step::Miss => {
+            Step::Miss(of) => {
                 let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
-                let key = miss_key(input, &limits, &mut key).expect("a miss names a key");
+                let site = Site::default();
+                let key = miss_key(input, &limits, &site, of, &mut key).expect("a miss names a key");
                 cache.fill(key, 0);
             }
             step => break step,

@@ -174,7 +174,8 @@ impl Worker {
         };
         let batch = self.batches.get(batch_index);
         let date = &self.serving.date;
-        let queued = serve::push_timeout(batch, date, partial, self.now_micros, log).is_ok();
+        let site = &self.serving.site;
+        let queued = serve::push_timeout(batch, date, site, partial, self.now_micros, log).is_ok();
         self.drop_input(index);
         if !queued {
             self.begin_close(index);

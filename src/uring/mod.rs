@@ -193,6 +193,7 @@ impl Worker {
                 date: DateCache::new(),
                 limits: config.parse_limits,
                 keepalive_requests: config.keepalive_requests,
+                site: Arc::clone(&config.site),
             },
             ticks: Ticks {
                 header: secs(config.header_timeout),

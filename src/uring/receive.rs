@@ -371,6 +371,8 @@ pub(super) struct Serving {
     pub(super) date: DateCache,
     pub(super) limits: ParseLimits,
     pub(super) keepalive_requests: u32,
+    /// Headers added to every response, fallback, error pages, listings.
+    pub(super) site: std::sync::Arc<crate::site::Site>,
 }
 
 /// Where the bytes being served are.
@@ -405,14 +407,14 @@ impl Worker {
                 date: &self.serving.date,
                 limits: &self.serving.limits,
                 keepalive_requests: self.serving.keepalive_requests,
+                site: &self.serving.site,
             };
             let served = slot.session.serve_all(data, &shared, self.batches.get(batch_index));
             used += served.used;
-            if !served.miss {
-                return used;
-            }
+            let Some(of) = served.miss else { return used };
             let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
-            let Some(key) = serve::miss_key(&data[served.used..], &self.serving.limits, &mut key)
+            let (limits, site) = (&self.serving.limits, &self.serving.site);
+            let Some(key) = serve::miss_key(&data[served.used..], limits, site, of, &mut key)
             else {
                 return used; // cannot happen: the miss was for a complete request
             };

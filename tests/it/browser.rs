@@ -12,7 +12,7 @@ use crate::support::*;
 /// Seconds Chromium may take for one page before the test fails.
 const BROWSER_TIMEOUT_SECS: u64 = 60;
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
         std::env::var_os("PATH")?
             .to_str()?
@@ -22,7 +22,7 @@ fn chromium() -> Option<PathBuf> {
     })
 }
 
-fn run_chromium(binary: &PathBuf, profile: &std::path::Path, args: &[String]) -> String {
+pub(crate) fn run_chromium(binary: &PathBuf, profile: &std::path::Path, args: &[String]) -> String {
     let mut child = Command::new(binary)
         .args([
             "--headless",

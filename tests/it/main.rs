@@ -22,6 +22,8 @@
 //!   eviction with exact bodies, unservable paths and floods of missing ones.
 //! - `observe`: the access log (GoAccess, nginx's escaping, rotation, a full disk), `/health`
 //!   and `/metrics` (the Prometheus parser, counts equal to loadgen's), every engine.
+//! - `site`: `--header`, `--cache-control`, `--fallback` (with Chromium), `--error-page`,
+//!   `--autoindex`, and start-up refusals of bad options.
 //! - `semantics`: validators, conditional requests, ranges, precompressed variants, MIME,
 //!   strict parsing statuses.
 
@@ -38,6 +40,7 @@ mod observe;
 mod pipelining;
 mod property;
 mod semantics;
+mod site;
 mod soak;
 mod support;
 mod traversal;

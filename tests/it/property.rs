@@ -197,6 +197,7 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
     let mut batch = Batch::new();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let started = Instant::now();
+    let site = ringserve::site::Site::default();
     let mut cases = 0u64;
     let mut responses = 0u64;
     while started.elapsed() < Duration::from_millis(IN_PROCESS_MILLIS) {
@@ -213,14 +214,14 @@ fn random_and_mutated_requests_get_well_formed_answers_in_process() {
                 date: &date,
                 limits: &limits,
                 keepalive_requests: 50,
+                site: &site,
             };
             let served = session.serve_all(&input[used..], &shared, &mut batch);
             used += served.used;
-            if !served.miss {
-                break;
-            }
+            let Some(of) = served.miss else { break };
             let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
-            let key = serve::miss_key(&input[used..], &limits, &mut key).expect("a miss has a key");
+            let key = serve::miss_key(&input[used..], &limits, &site, of, &mut key)
+                .expect("a miss has a key");
             cache.fill(key, 0);
         }
         assert!(used <= input.len());

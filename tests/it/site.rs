@@ -1,0 +1,151 @@
+//! Site options: headers on every response, Cache-Control by glob, the single-page-app
+//! fallback (also in Chromium, through a deep link), error pages, and start-up refusals of bad
+//! options; every engine.
+
+use std::process::Command;
+
+use crate::support::*;
+
+/// A small single-page app: its page loads its script, which writes the path it was opened at.
+fn spa(root: &std::path::Path) {
+    std::fs::write(
+        root.join("index.html"),
+        "<!DOCTYPE html><title>app</title><div id=out>loading</div><script src=\"/app.js\"></script>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app.js"),
+        "document.getElementById('out').setAttribute('data-route', location.pathname);\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("404.html"), "<!DOCTYPE html><p>custom not found</p>\n").unwrap();
+    std::fs::create_dir(root.join("assets")).unwrap();
+    std::fs::write(root.join("assets/site.css"), "body{}\n").unwrap();
+}
+
+#[test]
+fn headers_and_cache_control_rules_are_on_every_matching_response() {
+    for engine in ENGINES {
+        let flags = [
+            "--header",
+            "X-Content-Type-Options: nosniff",
+            "--header",
+            "Access-Control-Allow-Origin: *",
+            "--cache-control",
+            "*.css,*.js=public, max-age=31536000, immutable",
+            "--cache-control",
+            "*.html=no-cache",
+        ];
+        let server = Server::start(spa, &with_engine(&flags, engine));
+        let css = get(&server, "GET /assets/site.css HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(css.status, 200);
+        assert_eq!(css.header("cache-control"), Some("public, max-age=31536000, immutable"));
+        assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(css.header("access-control-allow-origin"), Some("*"));
+        let page = get(&server, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(page.header("cache-control"), Some("no-cache"), "{engine:?}");
+        let etag = page.header("etag").unwrap().to_owned();
+        let revalidated =
+            get(&server, &format!("GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n"));
+        assert_eq!(revalidated.status, 304);
+        assert_eq!(revalidated.header("cache-control"), Some("no-cache"), "304 keeps it");
+        let range = get(&server, "GET /app.js HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\n\r\n");
+        assert_eq!(range.status, 206);
+        assert!(range.header("cache-control").is_some_and(|v| v.contains("immutable")));
+        let missing = get(&server, "GET /nope.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.header("x-content-type-options"), Some("nosniff"), "errors too");
+        assert_eq!(missing.header("cache-control"), None, "rules are for files");
+        let redirect = get(&server, "GET /assets HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(redirect.status, 301);
+        assert_eq!(redirect.header("x-content-type-options"), Some("nosniff"));
+    }
+}
+
+#[test]
+fn fallback_serves_deep_links_and_leaves_missing_assets_404() {
+    for engine in ENGINES {
+        let flags = ["--fallback", "/index.html"];
+        let server = Server::start(spa, &with_engine(&flags, engine));
+        let deep = get(&server, "GET /users/42/settings HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(deep.status, 200, "{engine:?}");
+        assert!(String::from_utf8_lossy(&deep.body).contains("<title>app</title>"));
+        let head = get(&server, "HEAD /about HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((head.status, head.body.len()), (200, 0));
+        let asset = get(&server, "GET /missing.js HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(asset.status, 404, "{engine:?}: an asset stays 404");
+        let script = get(&server, "GET /app.js HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(String::from_utf8_lossy(&script.body).contains("data-route"));
+        let post = get(&server, "POST /users HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(post.status, 405);
+    }
+}
+
+#[test]
+fn error_pages_replace_the_body_and_keep_the_status() {
+    for engine in ENGINES {
+        let flags = ["--error-page", "404=/404.html", "--header", "X-Frame-Options: DENY"];
+        let server = Server::start(spa, &with_engine(&flags, engine));
+        let missing = get(&server, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(missing.status, 404, "{engine:?}");
+        assert_eq!(missing.body, b"<!DOCTYPE html><p>custom not found</p>\n");
+        assert_eq!(missing.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(missing.header("x-frame-options"), Some("DENY"));
+        let head = get(&server, "HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((head.status, head.body.len()), (404, 0));
+        assert_eq!(head.header("content-length"), Some("39"));
+        // Other statuses keep the built-in page.
+        let bad = get(&server, "GET /%00 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(bad.status, 400);
+    }
+}
+
+#[test]
+fn bad_site_options_are_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    spa(dir.path());
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.html"), "x").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.html"), dir.path().join("link.html"))
+        .unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (&["--fallback", "/missing.html"], "--fallback"),
+        (&["--fallback", "index.html"], "starting with /"),
+        (&["--fallback", "/link.html"], "outside the root"),
+        (&["--fallback", "/assets"], "not a regular file"),
+        (&["--error-page", "418=/404.html"], "--error-page"),
+        (&["--error-page", "404=/404.html", "--error-page", "404=/index.html"], "already"),
+        (&["--header", "Content-Length: 3"], "--header"),
+        (&["--cache-control", "*.css"], "--cache-control"),
+        (&["--cache-control", "*.css=a", "--header", "Cache-Control: b"], "conflicts"),
+    ];
+    for (flags, expect) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringserve"))
+            .args(["--root", dir.path().to_str().unwrap(), "--addr", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: one line: {stderr}");
+        assert!(stderr.contains(expect), "{flags:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flags:?}: nothing served");
+    }
+}
+
+#[test]
+fn chromium_opens_a_single_page_app_through_a_deep_link() {
+    let Some(binary) = crate::browser::chromium() else {
+        assert!(
+            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
+        );
+        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let server = Server::start(spa, &["--fallback", "/index.html"]);
+    let url = format!("http://localhost:{}/users/42/settings", server.addr.port());
+    let profile = tempfile::tempdir().unwrap();
+    let dom = crate::browser::run_chromium(&binary, profile.path(), &["--dump-dom".into(), url]);
+    assert!(dom.contains("data-route=\"/users/42/settings\""), "the app did not run: {dom}");
+}
