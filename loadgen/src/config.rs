@@ -49,6 +49,10 @@ pub struct Cli {
     /// Print the report as JSON (versioned schema) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With --paths-file, list every URL in the JSON (default: the first few, the file name
+    /// and the count).
+    #[arg(long)]
+    pub json_urls: bool,
     /// Print the full latency percentile spectrum.
     #[arg(long)]
     pub latency: bool,
@@ -88,6 +92,19 @@ pub struct Config {
     pub verify_body: Option<Vec<u8>>,
     /// Show the live progress line (only when stderr is a terminal).
     pub progress: bool,
+    /// Where the paths came from, when `--paths-file` was given.
+    pub paths_file: Option<PathsFile>,
+    /// List every URL in the JSON report even when they came from a paths file.
+    pub json_urls: bool,
+}
+
+/// The paths file a run read its paths from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathsFile {
+    /// The file as named on the command line.
+    pub name: String,
+    /// Paths read from it.
+    pub paths: u64,
 }
 
 impl Config {
@@ -103,6 +120,7 @@ impl Config {
     /// Validates flags into a configuration.
     pub fn from_cli(cli: &Cli) -> Result<Config, String> {
         let mut urls = cli.urls.clone();
+        let mut paths_file = None;
         if let Some(file) = &cli.paths_file {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read paths file {}: {e}", file.display()))?;
@@ -116,6 +134,11 @@ impl Config {
                     urls.push(format!("http://{authority}/{}", line.trim_start_matches('/')));
                 }
             }
+            let read = urls.len() - cli.urls.len();
+            if read == 0 {
+                return Err(format!("paths file {} has no paths", file.display()));
+            }
+            paths_file = Some(PathsFile { name: file.display().to_string(), paths: read as u64 });
             if urls.len() > 1 && !cli.urls.is_empty() && cli.urls.len() == 1 {
                 urls.remove(0); // the positional URL only named the host
             }
@@ -175,6 +198,8 @@ impl Config {
             warmup: cli.warmup,
             verify_body,
             progress: true,
+            paths_file,
+            json_urls: cli.json_urls,
         })
     }
 }

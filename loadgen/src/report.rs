@@ -7,11 +7,11 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, PathsFile};
 use crate::stats::{self, Errors, Stats};
 
 /// Version of the JSON layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Percentiles every report gives.
 pub const PERCENTILES: [f64; 7] = [50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0];
@@ -90,8 +90,13 @@ pub struct Cpu {
 pub struct Report {
     /// JSON layout version.
     pub schema_version: u32,
-    /// Target URLs.
+    /// Target URLs: all of them, unless they came from a paths file (then the first
+    /// `TEXT_URLS_MAX`, unless `--json-urls`).
     pub urls: Vec<String>,
+    /// How many URLs the run requested (round-robin).
+    pub url_count: u64,
+    /// The paths file the URLs came from, if any.
+    pub paths_file: Option<PathsFile>,
     /// "closed-loop" or "constant-rate".
     pub mode: String,
     /// Requests/s asked for in constant-rate mode.
@@ -170,9 +175,21 @@ impl Report {
             timeline.pop();
         }
         let cpu_secs = cpu.as_secs_f64();
+        let listed = if config.paths_file.is_none() || config.json_urls {
+            config.paths.len()
+        } else {
+            TEXT_URLS_MAX
+        };
         Report {
             schema_version: SCHEMA_VERSION,
-            urls: config.paths.iter().map(|p| format!("http://{}{p}", config.host)).collect(),
+            urls: config
+                .paths
+                .iter()
+                .take(listed)
+                .map(|p| format!("http://{}{p}", config.host))
+                .collect(),
+            url_count: config.paths.len() as u64,
+            paths_file: config.paths_file.clone(),
             mode: if rate_mode { "constant-rate" } else { "closed-loop" }.into(),
             target_rate: config.rate,
             connections: config.connections,
@@ -253,6 +270,7 @@ impl Report {
                     out.urls.push(url.clone());
                 }
             }
+            out.url_count = out.url_count.max(r.url_count).max(out.urls.len() as u64);
             let (a, b) = (&mut out.requests, &r.requests);
             a.sent += b.sent;
             a.completed += b.completed;
@@ -294,8 +312,7 @@ impl Report {
     /// The report as wrk-like text; `spectrum` adds the full percentile table.
     pub fn to_text(&self, spectrum: bool) -> String {
         let mut t = String::new();
-        let _ =
-            writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, url_summary(&self.urls));
+        let _ = writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, self.url_summary());
         let mode = match self.target_rate {
             Some(rate) => format!("constant rate {rate} req/s"),
             None => "closed loop".into(),
@@ -418,23 +435,52 @@ fn bytes(v: f64) -> String {
 /// URLs named in the text report's first line: a paths file can hold hundreds of thousands.
 const TEXT_URLS_MAX: usize = 3;
 
-/// The URLs of a run for one line: all of them when few, else the first few and the count.
-fn url_summary(urls: &[String]) -> String {
-    if urls.len() <= TEXT_URLS_MAX {
-        return urls.join(", ");
+impl Report {
+    /// The URLs of a run for one line: all of them when few, else the first few, how many
+    /// there are and where they came from.
+    fn url_summary(&self) -> String {
+        let count = self.url_count.max(self.urls.len() as u64);
+        let shown = &self.urls[..self.urls.len().min(TEXT_URLS_MAX)];
+        if count as usize <= TEXT_URLS_MAX && shown.len() as u64 == count {
+            return shown.join(", ");
+        }
+        let source = match &self.paths_file {
+            Some(file) if file.paths == count => format!("{count} paths from {}", file.name),
+            Some(file) => format!("{count} URLs, {} paths from {}", file.paths, file.name),
+            None => format!("{count} URLs"),
+        };
+        format!("{}, ... ({source})", shown.join(", "))
     }
-    format!("{}, ... ({} URLs)", urls[..TEXT_URLS_MAX].join(", "), urls.len())
 }
 
 #[cfg(test)]
 mod url_summary_tests {
-    use super::url_summary;
+    use super::*;
+
+    fn report(urls: Vec<String>, url_count: u64, paths_file: Option<PathsFile>) -> Report {
+        let config = Config::new("http://127.0.0.1:1/", 1).expect("a valid configuration");
+        let stats = crate::stats::Stats::new(1);
+        let mut r = Report::build(&config, &stats, Duration::from_secs(1), Duration::ZERO, 0);
+        (r.urls, r.url_count, r.paths_file) = (urls, url_count, paths_file);
+        r
+    }
 
     #[test]
     fn many_urls_fit_on_one_short_line() {
         let few: Vec<String> = (0..3).map(|i| format!("http://h/{i}")).collect();
-        assert_eq!(url_summary(&few), "http://h/0, http://h/1, http://h/2");
+        assert_eq!(
+            report(few.clone(), 3, None).url_summary(),
+            "http://h/0, http://h/1, http://h/2"
+        );
         let many: Vec<String> = (0..20_000).map(|i| format!("http://h/{i}")).collect();
-        assert_eq!(url_summary(&many), "http://h/0, http://h/1, http://h/2, ... (20000 URLs)");
+        assert_eq!(
+            report(many, 20_000, None).url_summary(),
+            "http://h/0, http://h/1, http://h/2, ... (20000 URLs)"
+        );
+        let file = PathsFile { name: "paths.txt".into(), paths: 20_000 };
+        assert_eq!(
+            report(few, 20_000, Some(file)).url_summary(),
+            "http://h/0, http://h/1, http://h/2, ... (20000 paths from paths.txt)"
+        );
     }
 }

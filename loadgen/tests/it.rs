@@ -316,3 +316,25 @@ fn json_round_trips_and_merges() {
     assert_eq!(merged.latency.count, 800);
     assert_eq!(merged.connections, 5);
 }
+
+#[test]
+fn a_paths_file_is_named_not_listed() {
+    let stub = stub(Behavior { body: b"p".to_vec(), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("paths.txt");
+    let paths: String = (0..20_000).map(|i| format!("/p{i}\n")).collect();
+    std::fs::write(&file, paths).unwrap();
+    let file = file.to_str().unwrap();
+    let args = ["-c", "2", "-t", "1", "-n", "50", "--paths-file", file];
+    let report = loadgen::run(&config(stub.addr, &args)).unwrap();
+    assert_eq!((report.urls.len(), report.url_count), (3, 20_000));
+    assert_eq!(
+        report.paths_file.as_ref().map(|f| (f.name.as_str(), f.paths)),
+        Some((file, 20_000))
+    );
+    let first = report.to_text(false).lines().next().unwrap().to_string();
+    assert!(first.ends_with(&format!("... (20000 paths from {file})")), "{first}");
+    assert!(first.len() < 200, "{first}");
+    let all = loadgen::run(&config(stub.addr, &[&args[..], &["--json-urls"]].concat())).unwrap();
+    assert_eq!(all.urls.len(), 20_000);
+}
