@@ -35,7 +35,13 @@ fn main() -> ExitCode {
     match loadgen::run(&config) {
         Ok(report) => {
             print(&report, cli.json, cli.latency);
-            ExitCode::SUCCESS
+            match report.failure() {
+                Some(why) => {
+                    eprintln!("loadgen: {why}");
+                    ExitCode::from(1)
+                }
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("loadgen: {e}");

@@ -129,6 +129,10 @@ pub struct Report {
     pub idle_closes: u64,
     /// Connections open when the run ended.
     pub live_connections_at_end: u64,
+    /// Connections established (the first ones and every reconnect).
+    pub connections_made: u64,
+    /// `-n` only: why the run stopped before sending every request (no connection).
+    pub gave_up: Option<String>,
     /// The latency distribution (see its `measures`).
     pub latency: Latency,
     /// Constant-rate mode: service time (first byte written to last byte read).
@@ -218,6 +222,8 @@ impl Report {
             reconnects: s.reconnects,
             idle_closes: s.idle_closes,
             live_connections_at_end: live,
+            connections_made: s.connections_made,
+            gave_up: None,
             latency: Latency::from_histogram(
                 if rate_mode { RATE_LATENCY } else { CLOSED_LATENCY },
                 &s.latency,
@@ -289,6 +295,10 @@ impl Report {
             out.reconnects += r.reconnects;
             out.idle_closes += r.idle_closes;
             out.live_connections_at_end += r.live_connections_at_end;
+            out.connections_made += r.connections_made;
+            if out.gave_up.is_none() {
+                out.gave_up.clone_from(&r.gave_up);
+            }
             out.cpu.seconds += r.cpu.seconds;
             if out.timeline.len() < r.timeline.len() {
                 out.timeline.resize(r.timeline.len(), 0);
@@ -307,6 +317,34 @@ impl Report {
         out.service_time = service.map(|h| Latency::from_histogram(CLOSED_LATENCY, &h));
         out.send_lag = lag.map(|h| Latency::from_histogram("actual minus intended send time", &h));
         Ok(out)
+    }
+
+    /// Why the run failed as a measurement, if it did: no connection could be made, nothing
+    /// completed and connections failed, or `-n` gave up. The binary exits non-zero then.
+    pub fn failure(&self) -> Option<String> {
+        let e = &self.errors;
+        let connect = format!(
+            "{} connect errors (refused {}, timed out {}, address exhausted {}, other {})",
+            e.connect_errors(),
+            e.connect_refused,
+            e.connect_timeout,
+            e.address_exhausted,
+            e.connect_other
+        );
+        let target = self.urls.first().map_or("the server", String::as_str);
+        let headline = if self.connections_made == 0 {
+            format!("no connection could be made to {target}")
+        } else if self.requests.completed == 0 && e.connect_errors() > 0 {
+            format!("no request completed against {target}")
+        } else if self.gave_up.is_some() {
+            format!("the connections to {target} were lost")
+        } else {
+            return None;
+        };
+        Some(match &self.gave_up {
+            Some(why) => format!("{headline}; {why}; {connect}"),
+            None => format!("{headline}; {connect}"),
+        })
     }
 
     /// The report as wrk-like text; `spectrum` adds the full percentile table.
@@ -363,6 +401,9 @@ impl Report {
             "  Connections: {} reconnects, {} idle keep-alive closes by the server, {} live at the end",
             self.reconnects, self.idle_closes, self.live_connections_at_end
         );
+        if let Some(why) = &self.gave_up {
+            let _ = writeln!(t, "  {why}");
+        }
         let _ = writeln!(t, "Requests/sec: {:>12.2}", self.requests_per_sec);
         let _ = writeln!(
             t,

@@ -94,7 +94,18 @@ pub fn run(config: &Config) -> Result<Report, String> {
         live += live_conns;
     }
     let measured = started.elapsed().saturating_sub(config.warmup);
-    Ok(Report::build(config, &total, measured, cpu, live))
+    let mut report = Report::build(config, &total, measured, cpu, live);
+    if let Some(n) = config.requests {
+        let unsent = n.saturating_sub(total.sent_total);
+        if unsent > 0 {
+            report.gave_up = Some(format!(
+                "gave up: no connection for the --timeout of {:.2?}; {unsent} of {n} requests \
+                 not sent",
+                config.timeout
+            ));
+        }
+    }
+    Ok(report)
 }
 
 /// A request in flight on a connection.
@@ -208,6 +219,12 @@ struct Thread<'a> {
     /// Constant rate: connections able to take another request.
     ready: Vec<u32>,
     stopping: bool,
+    /// Established connections open now.
+    live: usize,
+    /// Since when no connection has been established (meaningful while `live` is 0).
+    no_connection_since_ns: u64,
+    /// `-n`: no connection for `--timeout`, so the requests left cannot be sent.
+    gave_up: bool,
     /// Target of body discards; `None` when bodies are checked byte by byte (--verify-file).
     discard: Option<Box<[u8]>>,
 }
@@ -250,6 +267,9 @@ impl<'a> Thread<'a> {
             rate_next: 0,
             ready: Vec::with_capacity(count),
             stopping: false,
+            live: 0,
+            no_connection_since_ns: 0,
+            gave_up: false,
             // Zeroed allocations this large come straight from mmap and are never touched.
             discard: config.verify_body.is_none().then(|| vec![0u8; DISCARD_BYTES].into()),
         })
@@ -321,6 +341,9 @@ impl<'a> Thread<'a> {
 
     /// The run is over: the deadline passed, or `-n` is exhausted and nothing is in flight.
     fn finished(&mut self, now: u64) -> bool {
+        if self.gave_up {
+            return true;
+        }
         if let Some(end) = self.end_ns {
             return now >= end;
         }
@@ -375,6 +398,15 @@ impl<'a> Thread<'a> {
                     now,
                 );
             }
+        }
+        if self.config.requests.is_some()
+            && self.live == 0
+            && !self.stopping
+            && now.saturating_sub(self.no_connection_since_ns) > timeout
+        {
+            // -n cannot finish without a connection: give up instead of retrying forever.
+            self.gave_up = true;
+            self.stopping = true;
         }
         self.shared.completed[self.id].store(self.stats.completed, Ordering::Relaxed);
         let errors = self.stats.errors.request_errors() + self.stats.errors.connect_errors();
@@ -455,6 +487,13 @@ impl<'a> Thread<'a> {
     /// Drops the connection, accounts for its requests in flight, and reconnects unless the
     /// run is ending.
     fn lose(&mut self, index: u32, loss: Loss, now: u64) {
+        let conn = &self.conns[index as usize];
+        if conn.stream.is_some() && !conn.connecting {
+            self.live -= 1;
+            if self.live == 0 {
+                self.no_connection_since_ns = now;
+            }
+        }
         self.close_stream(index);
         let conn = &mut self.conns[index as usize];
         let was_connecting = std::mem::replace(&mut conn.connecting, false);
@@ -512,6 +551,8 @@ impl<'a> Thread<'a> {
     }
 
     fn on_connected(&mut self, index: u32, now: u64) {
+        self.live += 1;
+        self.stats.connections_made += 1;
         let conn = &mut self.conns[index as usize];
         conn.connecting = false;
         conn.want_write = false;
@@ -545,6 +586,7 @@ impl<'a> Thread<'a> {
         let path = self.next_path;
         self.next_path = (self.next_path + 1) % self.requests.len();
         let measured = intended_ns >= self.measure_from_ns;
+        self.stats.sent_total += 1;
         if measured {
             self.stats.sent += 1;
         }

@@ -247,26 +247,37 @@ fn the_constant_rate_is_kept_within_one_percent() {
     assert!((achieved - 2000.0).abs() <= 20.0, "achieved {achieved} req/s");
 }
 
-/// Runs the loadgen binary and returns its peak resident memory (KiB) and stdout. The child
-/// is reaped with wait4 (for its rusage), not `Child::wait`.
-#[allow(clippy::zombie_processes)]
+/// How often the child's peak RSS is sampled while it runs.
+const RSS_SAMPLE_MS: u64 = 5;
+
+/// Runs the loadgen binary and returns its peak resident memory (KiB) and stdout. The peak is
+/// the child's own `VmHWM`, sampled while it runs: wait4's `ru_maxrss` is no good here, because
+/// Linux carries the spawning test process's RSS (large while other tests run beside it) across
+/// the child's exec into its maxrss.
 fn run_binary_peak_rss(args: &[&str]) -> (u64, String) {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
-    let mut stdout = child.stdout.unwrap();
-    let mut out = String::new();
-    stdout.read_to_string(&mut out).unwrap();
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value; wait4 writes it and the status.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, whose pid we hold.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    (usage.ru_maxrss as u64, out)
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        peak = peak.max(hwm.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(RSS_SAMPLE_MS));
+    }
+    (peak, reader.join().unwrap())
 }
 
 #[test]
@@ -337,4 +348,108 @@ fn a_paths_file_is_named_not_listed() {
     assert!(first.len() < 200, "{first}");
     let all = loadgen::run(&config(stub.addr, &[&args[..], &["--json-urls"]].concat())).unwrap();
     assert_eq!(all.urls.len(), 20_000);
+}
+
+/// Bound on any run of the binary in these tests; a run still going then has hung.
+const BINARY_RUN_MAX_SECS: u64 = 20;
+
+/// Runs the loadgen binary to its end (killed and failed after `BINARY_RUN_MAX_SECS`):
+/// exit code, stdout, stderr and how long it took.
+fn run_binary(args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut stderr = String::new();
+    let err_reader = std::thread::spawn(move || {
+        err.read_to_string(&mut stderr).unwrap();
+        stderr
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(BINARY_RUN_MAX_SECS) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loadgen {args:?} still running after {BINARY_RUN_MAX_SECS} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    (status.code(), reader.join().unwrap(), err_reader.join().unwrap(), elapsed)
+}
+
+/// A loopback port where nothing listens (bound, then closed).
+fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn a_count_against_a_closed_port_gives_up_after_the_timeout() {
+    let url = format!("http://{}/", closed_port());
+    let (code, out, err, took) =
+        run_binary(&[url.as_str(), "-n", "100", "-c", "4", "-t", "1", "--timeout", "500ms"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(took >= Duration::from_millis(500), "gave up before the timeout: {took:?}");
+    assert_eq!(err.lines().count(), 1, "one error line: {err}");
+    assert!(err.contains("no connection could be made"), "{err}");
+    assert!(err.contains("100 of 100 requests not sent"), "{err}");
+    assert!(out.contains("connect refused"), "{out}");
+    assert!(!out.contains("connect refused 0,"), "{out}");
+}
+
+#[test]
+fn a_duration_against_a_closed_port_fails() {
+    let url = format!("http://{}/", closed_port());
+    let (code, out, err, took) = run_binary(&[url.as_str(), "-d", "1s", "-c", "2", "-t", "1"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(err.contains("connect errors (refused"), "{err}");
+    // The same run against a server exits 0.
+    let stub = stub(Behavior { body: b"ok".to_vec(), ..Default::default() });
+    let url = format!("http://{}/", stub.addr);
+    let (code, out, err, _) = run_binary(&[url.as_str(), "-n", "20", "-c", "2", "-t", "1"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+#[test]
+fn a_count_gives_up_when_the_server_goes_away() {
+    // The server answers 30 requests, then stops listening: -n 1000 cannot finish.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        drop(listener);
+        let mut buf = [0u8; 4096];
+        let mut answered = 0;
+        while answered < 30 {
+            let Ok(n) = stream.read(&mut buf) else { return };
+            if n == 0 {
+                return;
+            }
+            answered += buf[..n].windows(4).filter(|w| w == b"\r\n\r\n").count();
+            let _ = stream.write_all(
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+                    .repeat(buf[..n].windows(4).filter(|w| w == b"\r\n\r\n").count()),
+            );
+        }
+    });
+    let mut config = config(addr, &["-c", "1", "-t", "1", "-n", "1000", "--timeout", "300ms"]);
+    config.progress = false;
+    let report = loadgen::run(&config).unwrap();
+    assert!(report.requests.completed >= 30, "{:?}", report.requests);
+    assert!(report.gave_up.as_deref().is_some_and(|w| w.contains("requests not sent")));
+    let failure = report.failure().unwrap();
+    assert!(failure.contains("were lost"), "{failure}");
 }
