@@ -56,6 +56,10 @@ pub struct Cli {
     /// Print the full latency percentile spectrum.
     #[arg(long)]
     pub latency: bool,
+    /// Write the latency distribution to FILE in HdrHistogram's percentile-distribution text
+    /// (.hgrm, milliseconds); with -R also FILE's stem + .service-time/.send-lag beside it.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
     /// Compare every response body with this file.
     #[arg(long)]
     pub verify_file: Option<PathBuf>,

@@ -9,10 +9,14 @@
 //! - `worker`: one epoll event loop per thread driving its share of the connections, in
 //!   closed-loop (`-c`) or constant-rate (`-R`) mode.
 //! - `report`: the merged result, its text and versioned JSON forms, and `merge` of JSON runs.
+//! - `hgrm`: HdrHistogram's percentile-distribution text (`--hgrm`).
+//! - `output`: result files written atomically (temporary file, then rename).
 //! - `pool`: a small fixed set of keep-alive connections for criterion benches.
 
 pub mod config;
+pub mod hgrm;
 pub mod http;
+pub mod output;
 pub mod pool;
 pub mod report;
 pub mod stats;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use loadgen::config::{Cli, Config};
 use loadgen::Report;
+use loadgen::{hgrm, output};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -32,9 +33,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(file) = &cli.hgrm {
+        // Refuse an unwritable path now, not after a run whose result would be lost.
+        for kind in hgrm::kinds(config.rate.is_some()) {
+            if let Err(e) = output::check_writable(&hgrm::path_for(file, kind)) {
+                eprintln!("loadgen: --hgrm: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match loadgen::run(&config) {
         Ok(report) => {
             print(&report, cli.json, cli.latency);
+            if let Some(file) = &cli.hgrm {
+                if let Err(code) = write_hgrm(&report, file) {
+                    return code;
+                }
+            }
             match report.failure() {
                 Some(why) => {
                     eprintln!("loadgen: {why}");
@@ -59,6 +74,17 @@ fn print(report: &Report, json: bool, spectrum: bool) {
     } else {
         print!("{}", report.to_text(spectrum));
     }
+}
+
+/// Writes the report's `.hgrm` files, each atomically.
+fn write_hgrm(report: &Report, file: &std::path::Path) -> Result<(), ExitCode> {
+    for (path, text) in hgrm::files(report, file) {
+        if let Err(e) = output::write_atomic(&path, text.as_bytes()) {
+            eprintln!("loadgen: --hgrm: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
 }
 
 fn merge(files: &[String]) -> ExitCode {

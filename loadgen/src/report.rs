@@ -51,8 +51,8 @@ impl Latency {
         }
     }
 
-    /// Rebuilds the histogram (for merging).
-    fn to_histogram(&self) -> Histogram<u64> {
+    /// Rebuilds the histogram (for merging, `.hgrm` files and plots).
+    pub fn to_histogram(&self) -> Histogram<u64> {
         let mut h = stats::new_histogram();
         for &(value, count) in &self.histogram {
             let _ = h.record_n(value.clamp(1, stats::LATENCY_MAX_US), count);

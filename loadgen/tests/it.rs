@@ -453,3 +453,49 @@ fn a_count_gives_up_when_the_server_goes_away() {
     let failure = report.failure().unwrap();
     assert!(failure.contains("were lost"), "{failure}");
 }
+
+#[test]
+fn hgrm_files_are_written_for_every_histogram() {
+    let stub = stub(Behavior { body: b"ok".to_vec(), ..Default::default() });
+    let url = format!("http://{}/", stub.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.hgrm");
+    let file = file.to_str().unwrap();
+    let args = [url.as_str(), "-c", "4", "-t", "1", "-R", "2000", "-d", "500ms", "--hgrm", file];
+    let (code, out, err, _) = run_binary(&args);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["run.hgrm", "run.send-lag.hgrm", "run.service-time.hgrm"]);
+    let latency = std::fs::read_to_string(file).unwrap();
+    assert!(latency.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+    let total: u64 = latency
+        .lines()
+        .find_map(|l| l.strip_prefix("#[Max"))
+        .and_then(|l| l.split("Total count    =").nth(1))
+        .and_then(|c| c.trim().trim_end_matches(']').trim().parse().ok())
+        .unwrap();
+    assert!(total >= 900, "{latency}");
+}
+
+#[test]
+fn an_unwritable_hgrm_path_is_refused_before_the_run() {
+    let url = format!("http://{}/", closed_port());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("missing-dir").join("run.hgrm");
+    let (code, out, err, took) =
+        run_binary(&[url.as_str(), "-d", "10s", "--hgrm", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(took < Duration::from_secs(2), "the run started: {took:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot write") && err.contains("missing-dir"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    let (code, _, err, _) =
+        run_binary(&[url.as_str(), "-d", "10s", "--hgrm", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
+}
