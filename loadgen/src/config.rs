@@ -60,6 +60,9 @@ pub struct Cli {
     /// (.hgrm, milliseconds); with -R also FILE's stem + .service-time/.send-lag beside it.
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
+    /// A name for this run, kept in the JSON report (`loadgen plot` uses it as the legend).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Compare every response body with this file.
     #[arg(long)]
     pub verify_file: Option<PathBuf>,
@@ -100,6 +103,8 @@ pub struct Config {
     pub paths_file: Option<PathsFile>,
     /// List every URL in the JSON report even when they came from a paths file.
     pub json_urls: bool,
+    /// The run's name, for plots.
+    pub label: Option<String>,
 }
 
 /// The paths file a run read its paths from.
@@ -204,6 +209,7 @@ impl Config {
             progress: true,
             paths_file,
             json_urls: cli.json_urls,
+            label: cli.label.clone(),
         })
     }
 }

@@ -90,6 +90,8 @@ pub struct Cpu {
 pub struct Report {
     /// JSON layout version.
     pub schema_version: u32,
+    /// The run's name (`--label`), for plots.
+    pub label: Option<String>,
     /// Target URLs: all of them, unless they came from a paths file (then the first
     /// `TEXT_URLS_MAX`, unless `--json-urls`).
     pub urls: Vec<String>,
@@ -186,6 +188,7 @@ impl Report {
         };
         Report {
             schema_version: SCHEMA_VERSION,
+            label: config.label.clone(),
             urls: config
                 .paths
                 .iter()
@@ -244,6 +247,30 @@ impl Report {
             },
             timeline,
         }
+    }
+
+    /// Reads a JSON report written by this version of loadgen; `name` is for messages. Reports
+    /// of another schema version, or from a loadgen before schema versions, are refused.
+    pub fn from_json(text: &str, name: &str) -> Result<Report, String> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("{name} is not JSON (a loadgen --json report?): {e}"))?;
+        match value.get("schema_version").and_then(serde_json::Value::as_u64) {
+            None => {
+                return Err(format!(
+                    "{name} has no schema_version: not a loadgen report, or from an older \
+                     loadgen; rerun it with this one (schema {SCHEMA_VERSION})"
+                ))
+            }
+            Some(v) if v != u64::from(SCHEMA_VERSION) => {
+                return Err(format!(
+                    "{name} has schema version {v}; this loadgen reads version {SCHEMA_VERSION} \
+                     only: rerun it with this loadgen"
+                ))
+            }
+            Some(_) => {}
+        }
+        serde_json::from_value(value)
+            .map_err(|e| format!("{name} is not a loadgen report of schema {SCHEMA_VERSION}: {e}"))
     }
 
     /// Combines reports of runs made at the same time (e.g. on several machines).

@@ -499,3 +499,85 @@ fn an_unwritable_hgrm_path_is_refused_before_the_run() {
     assert!(err.contains("is a directory"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
 }
+
+/// Runs the binary on a stub and writes its JSON report to `dir/name.json`.
+fn json_run(dir: &std::path::Path, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let (code, out, err, _) = run_binary(&[&["--json"], args].concat());
+    assert_eq!(code, Some(0), "{err}");
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn plot_draws_one_line_per_run_with_escaped_labels() {
+    let stub = stub(Behavior { body: b"plot".to_vec(), ..Default::default() });
+    let url = format!("http://{}/", stub.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let label = r#"closed <loop> & "quotes""#;
+    let a =
+        json_run(dir.path(), "a", &[&url, "-c", "4", "-t", "1", "-d", "1500ms", "--label", label]);
+    let b = json_run(dir.path(), "b", &[&url, "-c", "2", "-t", "1", "-R", "500", "-d", "1s"]);
+    let svg = dir.path().join("plot.svg");
+    let (code, out, err, _) = run_binary(&[
+        "plot",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let class = |c: &str| -> Vec<roxmltree::Node> {
+        doc.descendants().filter(|n| n.attribute("class") == Some(c)).collect()
+    };
+    assert_eq!(class("spectrum").len(), 2, "one latency line per run");
+    assert_eq!(class("rate").len(), 2, "one rate line per run");
+    let legend: Vec<&str> = class("legend").iter().filter_map(|n| n.text()).collect();
+    assert_eq!(legend, [label, "b"], "the label, else the file name");
+    for path in class("spectrum") {
+        let d = path.attribute("d").unwrap();
+        assert!(d.starts_with('M') && d.matches('L').count() >= 10, "{d}");
+    }
+    // Every x tick of the nines axis is there.
+    let ticks: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for tick in ["50%", "90%", "99%", "99.9%", "99.99%", "max"] {
+        assert!(ticks.contains(&tick), "tick {tick} missing");
+    }
+}
+
+#[test]
+fn plot_and_merge_refuse_other_schemas_and_unwritable_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.json");
+    std::fs::write(&old, r#"{"schema_version": 1, "urls": []}"#).unwrap();
+    let none = dir.path().join("none.json");
+    std::fs::write(&none, r#"{"urls": []}"#).unwrap();
+    let svg = dir.path().join("out.svg");
+    for (command, file, expected) in [
+        ("plot", &old, "schema version 1"),
+        ("plot", &none, "no schema_version"),
+        ("merge", &old, "schema version 1"),
+        ("merge", &none, "no schema_version"),
+    ] {
+        let mut args = vec![command, file.to_str().unwrap()];
+        if command == "plot" {
+            args.extend(["-o", svg.to_str().unwrap()]);
+        }
+        let (code, _, err, _) = run_binary(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let stub = stub(Behavior { body: b"x".to_vec(), ..Default::default() });
+    let url = format!("http://{}/", stub.addr);
+    let good = json_run(dir.path(), "good", &[&url, "-c", "1", "-t", "1", "-n", "10"]);
+    let bad_out = dir.path().join("missing").join("out.svg");
+    let (code, _, err, _) =
+        run_binary(&["plot", good.to_str().unwrap(), "-o", bad_out.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot write"), "{err}");
+    assert!(!svg.exists() && !bad_out.exists());
+}
