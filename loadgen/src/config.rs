@@ -2,9 +2,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+
+/// Latest allowed coordinated start: a day ahead. Later is most likely a unit mistake
+/// (seconds or microseconds given as milliseconds), and would leave loadgen idle for days.
+pub const START_AHEAD_MAX_SECS: u64 = 86_400;
 
 /// Default target when no URL is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8000/";
@@ -60,6 +64,13 @@ pub struct Cli {
     /// (.hgrm, milliseconds); with -R also FILE's stem + .service-time/.send-lag beside it.
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
+    /// Begin the measured window at this wall-clock instant (Unix time in milliseconds):
+    /// connect and warm up before it, so runs on several machines cover the same time.
+    #[arg(long, value_name = "UNIX_TIME_MS", conflicts_with = "start_in")]
+    pub start_at: Option<f64>,
+    /// Begin the measured window this long from now (like --start-at now + DUR).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub start_in: Option<Duration>,
     /// A name for this run, kept in the JSON report (`loadgen plot` uses it as the legend).
     #[arg(long)]
     pub label: Option<String>,
@@ -105,6 +116,8 @@ pub struct Config {
     pub json_urls: bool,
     /// The run's name, for plots.
     pub label: Option<String>,
+    /// Coordinated start: the wall-clock instant the measured window begins.
+    pub start_at: Option<SystemTime>,
 }
 
 /// The paths file a run read its paths from.
@@ -210,8 +223,55 @@ impl Config {
             paths_file,
             json_urls: cli.json_urls,
             label: cli.label.clone(),
+            start_at: start_at(cli)?,
         })
     }
+}
+
+/// The coordinated start instant, checked: not in the past (warm-up included), and at most
+/// `START_AHEAD_MAX_SECS` ahead.
+fn start_at(cli: &Cli) -> Result<Option<SystemTime>, String> {
+    let now = SystemTime::now();
+    let (at, flag) = match (cli.start_at, cli.start_in) {
+        (Some(ms), _) => {
+            if !ms.is_finite() || ms < 0.0 {
+                return Err(format!("--start-at {ms}: expected Unix time in milliseconds"));
+            }
+            (UNIX_EPOCH + Duration::from_secs_f64(ms / 1000.0), format!("--start-at {ms}"))
+        }
+        (None, Some(d)) => (now + d, format!("--start-in {d:?}")),
+        (None, None) => return Ok(None),
+    };
+    let ahead = match at.duration_since(now) {
+        Ok(ahead) => ahead,
+        Err(e) => {
+            return Err(format!(
+                "{flag} is {:.3} s in the past (now is {} ms)",
+                e.duration().as_secs_f64(),
+                unix_ms(now)
+            ))
+        }
+    };
+    if ahead < cli.warmup {
+        return Err(format!(
+            "{flag} is {:.3} s ahead, less than the --warmup of {:.3} s that must run before it",
+            ahead.as_secs_f64(),
+            cli.warmup.as_secs_f64()
+        ));
+    }
+    if ahead > Duration::from_secs(START_AHEAD_MAX_SECS) {
+        return Err(format!(
+            "{flag} is {:.0} s ahead, more than a day (now is {} ms; milliseconds expected)",
+            ahead.as_secs_f64(),
+            unix_ms(now)
+        ));
+    }
+    Ok(Some(at))
+}
+
+/// Unix time in milliseconds, with sub-millisecond precision.
+pub fn unix_ms(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// `http://host:port/path` to (`host:port`, `/path`).

@@ -38,6 +38,12 @@ struct MergeCli {
     /// Print the merged report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write the merged report as JSON to this file (what `plot` and `merge` read).
+    #[arg(short = 'o', long = "output", value_name = "OUT.json")]
+    output: Option<PathBuf>,
+    /// Write the merged histograms as .hgrm files (as for a run).
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -151,13 +157,33 @@ fn merge(cli: MergeCli) -> ExitCode {
         Ok(reports) => reports,
         Err(e) => return usage_error(&e),
     };
-    match Report::merge(&reports) {
-        Ok(report) => {
-            print(&report, cli.json, false);
-            ExitCode::SUCCESS
+    let rate_mode = reports.iter().any(|r| r.service_time.is_some());
+    let hgrm_paths =
+        cli.hgrm.iter().flat_map(|f| hgrm::kinds(rate_mode).iter().map(|k| hgrm::path_for(f, k)));
+    for path in cli.output.iter().cloned().chain(hgrm_paths) {
+        if let Err(e) = output::check_writable(&path) {
+            return usage_error(&e);
         }
-        Err(e) => usage_error(&e),
     }
+    let report = match Report::merge(&reports) {
+        Ok(report) => report,
+        Err(e) => return usage_error(&e),
+    };
+    if let Some(path) = &cli.output {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("cannot encode the merged report: {e}"))
+            .and_then(|text| output::write_atomic(path, format!("{text}\n").as_bytes()));
+        if let Err(e) = written {
+            return usage_error(&e);
+        }
+    }
+    if let Some(file) = &cli.hgrm {
+        if let Err(code) = write_hgrm(&report, file) {
+            return code;
+        }
+    }
+    print(&report, cli.json, false);
+    ExitCode::SUCCESS
 }
 
 fn plot(cli: PlotCli) -> ExitCode {

@@ -109,6 +109,12 @@ pub struct Report {
     pub threads: u32,
     /// Pipelining depth.
     pub pipeline: u32,
+    /// Wall-clock start of the measured window, Unix time in milliseconds (sub-ms precision).
+    pub start_unix_ms: f64,
+    /// The start asked for with `--start-at`/`--start-in`, if any.
+    pub start_requested_unix_ms: Option<f64>,
+    /// Set by `loadgen merge`: how many runs, and how far apart their windows began.
+    pub merged: Option<Merged>,
     /// Measured seconds (warm-up excluded).
     pub duration_secs: f64,
     /// Warm-up seconds (discarded).
@@ -145,6 +151,15 @@ pub struct Report {
     pub cpu: Cpu,
     /// Completed requests in each second of the measured period.
     pub timeline: Vec<u64>,
+}
+
+/// What `loadgen merge` combined.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Merged {
+    /// Runs merged.
+    pub runs: u32,
+    /// Latest minus earliest start of the runs' measured windows, milliseconds.
+    pub start_skew_ms: f64,
 }
 
 /// Responses per status class.
@@ -202,6 +217,9 @@ impl Report {
             connections: config.connections,
             threads: config.threads,
             pipeline: config.pipeline,
+            start_unix_ms: 0.0,
+            start_requested_unix_ms: None,
+            merged: None,
             duration_secs: secs,
             warmup_secs: config.warmup.as_secs_f64(),
             requests: Requests {
@@ -279,7 +297,46 @@ impl Report {
         if let Some(r) = reports.iter().find(|r| r.schema_version != SCHEMA_VERSION) {
             return Err(format!("schema version {} is not {SCHEMA_VERSION}", r.schema_version));
         }
+        let name = |i: usize| match &reports[i].label {
+            Some(label) => format!("run {} ({label})", i + 1),
+            None => format!("run {}", i + 1),
+        };
+        if let Some(i) = reports.iter().position(|r| r.mode != first.mode) {
+            return Err(format!(
+                "{} is {} and {} is {}: their latencies measure different things",
+                name(0),
+                first.mode,
+                name(i),
+                reports[i].mode
+            ));
+        }
+        // The measured windows, in Unix ms; merging adds runs that covered the same time.
+        let window = |r: &Report| (r.start_unix_ms, r.start_unix_ms + r.duration_secs * 1000.0);
+        let extreme = |key: fn((f64, f64)) -> f64, max: bool| {
+            let keyed = reports.iter().enumerate().map(|(i, r)| (i, key(window(r))));
+            let pick = if max {
+                keyed.max_by(|a, b| a.1.total_cmp(&b.1))
+            } else {
+                keyed.min_by(|a, b| a.1.total_cmp(&b.1))
+            };
+            pick.map_or(0, |(i, _)| i)
+        };
+        let (latest_start, earliest_start) = (extreme(|w| w.0, true), extreme(|w| w.0, false));
+        let (earliest_end, latest_end) = (extreme(|w| w.1, false), extreme(|w| w.1, true));
+        let start_of = |i: usize| window(&reports[i]).0;
+        let end_of = |i: usize| window(&reports[i]).1;
+        if start_of(latest_start) >= end_of(earliest_end) {
+            return Err(format!(
+                "the measured windows do not overlap: {} began {:.3} s after {} ended; merge \
+                 adds runs made at the same time (start them with one --start-at)",
+                name(latest_start),
+                (start_of(latest_start) - end_of(earliest_end)) / 1000.0,
+                name(earliest_end)
+            ));
+        }
+        let origin = start_of(earliest_start);
         let mut out = first.clone();
+        out.timeline.clear();
         let mut latency = first.latency.to_histogram();
         let mut service = first.service_time.as_ref().map(Latency::to_histogram);
         let mut lag = first.send_lag.as_ref().map(Latency::to_histogram);
@@ -293,7 +350,6 @@ impl Report {
             }
             out.connections += r.connections;
             out.threads += r.threads;
-            out.duration_secs = out.duration_secs.max(r.duration_secs);
             out.target_rate = match (out.target_rate, r.target_rate) {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
@@ -327,13 +383,28 @@ impl Report {
                 out.gave_up.clone_from(&r.gave_up);
             }
             out.cpu.seconds += r.cpu.seconds;
-            if out.timeline.len() < r.timeline.len() {
-                out.timeline.resize(r.timeline.len(), 0);
+            out.cpu.busy_fraction = out.cpu.busy_fraction.max(r.cpu.busy_fraction);
+        }
+        // Timelines summed second by second on the wall clock, from the earliest start.
+        for r in reports {
+            let offset = ((r.start_unix_ms - origin) / 1000.0).round().max(0.0) as usize;
+            if out.timeline.len() < offset + r.timeline.len() {
+                out.timeline.resize(offset + r.timeline.len(), 0);
             }
-            for (a, b) in out.timeline.iter_mut().zip(&r.timeline) {
+            for (a, b) in out.timeline[offset..].iter_mut().zip(&r.timeline) {
                 *a += b;
             }
         }
+        out.label = None;
+        out.start_unix_ms = origin;
+        out.duration_secs = (end_of(latest_end) - origin) / 1000.0;
+        out.start_requested_unix_ms = first
+            .start_requested_unix_ms
+            .filter(|&at| reports.iter().all(|r| r.start_requested_unix_ms == Some(at)));
+        out.merged = Some(Merged {
+            runs: reports.iter().map(|r| r.merged.map_or(1, |m| m.runs)).sum(),
+            start_skew_ms: start_of(latest_start) - origin,
+        });
         out.requests_per_sec = out.requests.completed as f64 / out.duration_secs.max(1e-9);
         out.cpu.requests_per_cpu_second = if out.cpu.seconds > 0.0 {
             out.requests.completed as f64 / out.cpu.seconds
@@ -387,6 +458,13 @@ impl Report {
             "  {} threads and {} connections ({mode}, pipeline {})",
             self.threads, self.connections, self.pipeline
         );
+        if let Some(m) = &self.merged {
+            let _ = writeln!(
+                t,
+                "  merged {} runs; their measured windows began within {:.3} ms (start skew)",
+                m.runs, m.start_skew_ms
+            );
+        }
         write_latency(&mut t, "Latency", &self.latency, spectrum);
         if let Some(service) = &self.service_time {
             write_latency(&mut t, "Service time", service, spectrum);

@@ -7,9 +7,9 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Config;
+use crate::config::{unix_ms, Config};
 use crate::http::{build_request, Event, Finished, Parser};
 use crate::report::Report;
 use crate::stats::{self, Stats};
@@ -40,9 +40,14 @@ const HOUSEKEEPING_NS: u64 = 100_000_000;
 /// turn the load generator into a busy loop.
 const RECONNECT_BACKOFF_NS: u64 = 10_000_000;
 
+/// epoll token of the coordinated start's eventfd (connections use their index).
+const GO_TOKEN: u64 = u32::MAX as u64;
+
 /// State shared by the threads and the progress printer.
 struct Shared {
     stop: AtomicBool,
+    /// Coordinated start: when the load began, ns since `started` (`u64::MAX` before).
+    go_ns: AtomicU64,
     /// Requests left to send with `-n` (may go negative).
     remaining: AtomicI64,
     completed: Vec<AtomicU64>,
@@ -57,12 +62,25 @@ pub fn run(config: &Config) -> Result<Report, String> {
     let threads = config.threads.max(1) as usize;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
+        go_ns: AtomicU64::new(u64::MAX),
         remaining: AtomicI64::new(config.requests.map_or(i64::MAX, |n| n as i64)),
         completed: (0..threads).map(|_| AtomicU64::new(0)).collect(),
         errors: (0..threads).map(|_| AtomicU64::new(0)).collect(),
     });
+    // Coordinated start: the threads connect and then wait for this eventfd.
+    let go = match config.start_at {
+        // SAFETY: eventfd has no pointer arguments; the result is checked.
+        Some(_) => match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+            // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+            fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ => return Err(format!("eventfd: {}", std::io::Error::last_os_error())),
+        },
+        None => None,
+    };
+    let go_fd = go.as_ref().map(AsRawFd::as_raw_fd);
     let cpu_before = cpu_time();
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let progress = (config.progress && is_tty(2)).then(|| spawn_progress(Arc::clone(&shared)));
     let per_thread = config.connections as usize / threads;
     let extra = config.connections as usize % threads;
@@ -71,10 +89,19 @@ pub fn run(config: &Config) -> Result<Report, String> {
             .map(|id| {
                 let count = per_thread + usize::from(id < extra);
                 let (shared, requests) = (Arc::clone(&shared), &requests);
-                scope
-                    .spawn(move || Thread::new(config, requests, id, count, shared, started)?.run())
+                scope.spawn(move || {
+                    Thread::new(config, requests, id, count, shared, started, go_fd)?.run()
+                })
             })
             .collect();
+        if let (Some(at), Some(fd)) = (config.start_at, go_fd) {
+            // The warm-up, if any, runs just before the agreed instant.
+            sleep_until(at.checked_sub(config.warmup).unwrap_or(at));
+            shared.go_ns.store(started.elapsed().as_nanos() as u64, Ordering::Release);
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live local to our eventfd.
+            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        }
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
@@ -93,8 +120,15 @@ pub fn run(config: &Config) -> Result<Report, String> {
         total.merge(&stats);
         live += live_conns;
     }
-    let measured = started.elapsed().saturating_sub(config.warmup);
+    let go_ns = match shared.go_ns.load(Ordering::Acquire) {
+        u64::MAX => 0,
+        go => go,
+    };
+    let begun = Duration::from_nanos(go_ns) + config.warmup;
+    let measured = started.elapsed().saturating_sub(begun);
     let mut report = Report::build(config, &total, measured, cpu, live);
+    report.start_unix_ms = unix_ms(started_wall + begun);
+    report.start_requested_unix_ms = config.start_at.map(unix_ms);
     if let Some(n) = config.requests {
         let unsent = n.saturating_sub(total.sent_total);
         if unsent > 0 {
@@ -209,6 +243,12 @@ struct Thread<'a> {
     stats: Stats,
     shared: Arc<Shared>,
     started: Instant,
+    /// Coordinated start: waiting for the go event; nothing is sent until then.
+    waiting: bool,
+    /// The go eventfd, until its event arrived.
+    go_fd: Option<RawFd>,
+    /// When the load began, ns since `started` (0 unless the start was coordinated).
+    base_ns: u64,
     measure_from_ns: u64,
     end_ns: Option<u64>,
     next_path: usize,
@@ -237,6 +277,7 @@ impl<'a> Thread<'a> {
         count: usize,
         shared: Arc<Shared>,
         started: Instant,
+        go_fd: Option<RawFd>,
     ) -> Result<Thread<'a>, String> {
         // SAFETY: epoll_create1 has no pointer arguments; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -247,7 +288,7 @@ impl<'a> Thread<'a> {
         let pipeline = config.pipeline as usize;
         let measured_secs = config.duration.as_secs() as usize + 2;
         let timeline_secs = if config.requests.is_some() { 64 } else { measured_secs };
-        Ok(Thread {
+        let thread = Thread {
             config,
             requests,
             id,
@@ -257,11 +298,15 @@ impl<'a> Thread<'a> {
             stats: Stats::new(timeline_secs),
             shared,
             started,
+            waiting: go_fd.is_some(),
+            go_fd,
+            base_ns: 0,
             measure_from_ns: config.warmup.as_nanos() as u64,
-            end_ns: config
-                .requests
-                .is_none()
-                .then(|| (config.warmup + config.duration).as_nanos() as u64),
+            // While waiting for a coordinated start, no end: `begin` sets it.
+            end_ns: config.requests.is_none().then(|| match go_fd {
+                Some(_) => u64::MAX,
+                None => (config.warmup + config.duration).as_nanos() as u64,
+            }),
             next_path: id % requests.len().max(1),
             expected: vec![None; requests.len()],
             rate_next: 0,
@@ -272,7 +317,56 @@ impl<'a> Thread<'a> {
             gave_up: false,
             // Zeroed allocations this large come straight from mmap and are never touched.
             discard: config.verify_body.is_none().then(|| vec![0u8; DISCARD_BYTES].into()),
-        })
+        };
+        if let Some(fd) = go_fd {
+            let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: GO_TOKEN };
+            // SAFETY: `event` is a live local; both descriptors are open.
+            if unsafe {
+                libc::epoll_ctl(thread.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
+            } < 0
+            {
+                return Err(format!("epoll_ctl(eventfd): {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(thread)
+    }
+
+    /// Coordinated start: the go event arrived; the schedule and the measured window now
+    /// begin at the instant the main thread recorded.
+    fn begin(&mut self, go_fd: RawFd, now: u64) {
+        // SAFETY: removes an open descriptor from our epoll set (level-triggered and never
+        // read, it would otherwise wake this loop again and again).
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                go_fd,
+                std::ptr::null_mut(),
+            )
+        };
+        self.waiting = false;
+        self.base_ns = self.shared.go_ns.load(Ordering::Acquire).min(now);
+        self.measure_from_ns = self.base_ns + self.config.warmup.as_nanos() as u64;
+        if self.end_ns.is_some() {
+            self.end_ns = Some(self.measure_from_ns + self.config.duration.as_nanos() as u64);
+        }
+        self.no_connection_since_ns = self.no_connection_since_ns.max(self.base_ns);
+        if self.config.rate.is_some() {
+            self.dispatch_due(now);
+            return;
+        }
+        for index in 0..self.conns.len() as u32 {
+            let conn = &self.conns[index as usize];
+            if conn.stream.is_none() || conn.connecting {
+                continue;
+            }
+            for _ in 0..self.config.pipeline {
+                if !self.send_next(index, now, now) {
+                    break;
+                }
+            }
+            self.write_pending(index, now);
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -323,6 +417,12 @@ impl<'a> Thread<'a> {
                 return Err(format!("epoll_pwait2: {e}"));
             }
             for event in &events[..n as usize] {
+                if event.u64 == GO_TOKEN {
+                    if let Some(fd) = self.go_fd.take() {
+                        self.begin(fd, self.now_ns());
+                    }
+                    continue;
+                }
                 self.on_event(event.u64 as u32, event.events);
             }
         }
@@ -341,6 +441,9 @@ impl<'a> Thread<'a> {
 
     /// The run is over: the deadline passed, or `-n` is exhausted and nothing is in flight.
     fn finished(&mut self, now: u64) -> bool {
+        if self.waiting {
+            return false;
+        }
         if self.gave_up {
             return true;
         }
@@ -368,7 +471,7 @@ impl<'a> Thread<'a> {
     /// Intended send time of this thread's `local`-th scheduled request.
     fn due_ns(&self, local: u64) -> u64 {
         let rate = self.config.rate.unwrap_or(1) as u128;
-        (self.global_index(local) as u128 * 1_000_000_000 / rate) as u64
+        self.base_ns + (self.global_index(local) as u128 * 1_000_000_000 / rate) as u64
     }
 
     fn wait_ns(&self, now: u64, next_housekeeping: u64) -> u64 {
@@ -376,7 +479,11 @@ impl<'a> Thread<'a> {
         if let Some(end) = self.end_ns {
             until = until.min(end);
         }
-        if self.config.rate.is_some() && !self.ready.is_empty() && !self.rate_exhausted() {
+        if self.config.rate.is_some()
+            && !self.waiting
+            && !self.ready.is_empty()
+            && !self.rate_exhausted()
+        {
             until = until.min(self.due_ns(self.rate_next));
         }
         until.saturating_sub(now)
@@ -402,6 +509,7 @@ impl<'a> Thread<'a> {
         if self.config.requests.is_some()
             && self.live == 0
             && !self.stopping
+            && !self.waiting
             && now.saturating_sub(self.no_connection_since_ns) > timeout
         {
             // -n cannot finish without a connection: give up instead of retrying forever.
@@ -573,7 +681,7 @@ impl<'a> Thread<'a> {
 
     /// Queues the next request on `index` (closed loop: if the run allows another).
     fn send_next(&mut self, index: u32, intended_ns: u64, now: u64) -> bool {
-        if self.stopping || self.end_ns.is_some_and(|end| now >= end) {
+        if self.waiting || self.stopping || self.end_ns.is_some_and(|end| now >= end) {
             return false;
         }
         if self.config.requests.is_some()
@@ -602,7 +710,7 @@ impl<'a> Thread<'a> {
 
     /// Constant rate: sends every request that is due, while connections can take one.
     fn dispatch_due(&mut self, now: u64) {
-        while !self.rate_exhausted() && !self.stopping {
+        while !self.waiting && !self.rate_exhausted() && !self.stopping {
             let due = self.due_ns(self.rate_next);
             if due > now || self.end_ns.is_some_and(|end| due >= end) {
                 return;
@@ -872,6 +980,30 @@ fn spawn_progress(shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
 fn is_tty(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Sleeps until the wall-clock instant `at` (CLOCK_REALTIME, absolute, so a clock step during
+/// the wait is followed and every machine wakes at the same wall-clock time).
+fn sleep_until(at: SystemTime) {
+    let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else { return };
+    let ts = libc::timespec {
+        tv_sec: since_epoch.as_secs() as libc::time_t,
+        tv_nsec: since_epoch.subsec_nanos() as libc::c_long,
+    };
+    loop {
+        // SAFETY: `ts` is a live local; no remaining-time pointer with TIMER_ABSTIME.
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_REALTIME,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != libc::EINTR {
+            return;
+        }
+    }
 }
 
 /// User plus system CPU time of this process.
