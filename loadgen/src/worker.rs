@@ -84,6 +84,8 @@ pub fn run(config: &Config) -> Result<Report, String> {
     let progress = (config.progress && is_tty(2)).then(|| spawn_progress(Arc::clone(&shared)));
     let per_thread = config.connections as usize / threads;
     let extra = config.connections as usize % threads;
+    // Coordinated start: the wall clock read on waking at the agreed instant.
+    let mut woke_wall = None;
     let results: Vec<Result<(Stats, u64), String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|id| {
@@ -97,6 +99,7 @@ pub fn run(config: &Config) -> Result<Report, String> {
         if let (Some(at), Some(fd)) = (config.start_at, go_fd) {
             // The warm-up, if any, runs just before the agreed instant.
             sleep_until(at.checked_sub(config.warmup).unwrap_or(at));
+            woke_wall = Some(SystemTime::now());
             shared.go_ns.store(started.elapsed().as_nanos() as u64, Ordering::Release);
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live local to our eventfd.
@@ -127,7 +130,12 @@ pub fn run(config: &Config) -> Result<Report, String> {
     let begun = Duration::from_nanos(go_ns) + config.warmup;
     let measured = started.elapsed().saturating_sub(begun);
     let mut report = Report::build(config, &total, measured, cpu, live);
-    report.start_unix_ms = unix_ms(started_wall + begun);
+    // The actual start: the wall clock read on waking (coordinated), else at the start, plus
+    // the warm-up, which the monotonic clock measured.
+    report.start_unix_ms = match woke_wall {
+        Some(woke) => unix_ms(woke + config.warmup),
+        None => unix_ms(started_wall + begun),
+    };
     report.start_requested_unix_ms = config.start_at.map(unix_ms);
     if let Some(n) = config.requests {
         let unsent = n.saturating_sub(total.sent_total);
