@@ -9,7 +9,7 @@ use crate::report::Report;
 use crate::svg::{escape, num, tick_label};
 
 /// Picture size in CSS pixels: fits a laptop screen and a README column.
-const WIDTH_PX: f64 = 960.0;
+const WIDTH_PX: f64 = 1040.0;
 const HEIGHT_PX: f64 = 760.0;
 /// Plot area, left and right edges; the legend takes the column on the right.
 const PLOT_LEFT_PX: f64 = 80.0;

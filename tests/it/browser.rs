@@ -127,7 +127,7 @@ fn chromium_renders_a_loadgen_plot() {
     let page = format!("file://{}", dir.path().join("plot.html").display());
     let profile = tempfile::tempdir().unwrap();
     let dom = run_chromium(&binary, profile.path(), &["--dump-dom".into(), page]);
-    assert!(dom.contains("data-natural-width=\"960\""), "the SVG did not render: {dom}");
+    assert!(dom.contains("data-natural-width=\"1040\""), "the SVG did not render: {dom}");
 
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser").join("loadgen-plot.png");
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
@@ -136,9 +136,9 @@ fn chromium_renders_a_loadgen_plot() {
     run_chromium(
         &binary,
         profile.path(),
-        &[format!("--screenshot={}", shot.display()), "--window-size=960,760".into(), svg_url],
+        &[format!("--screenshot={}", shot.display()), "--window-size=1040,760".into(), svg_url],
     );
-    // A blank 960x760 page compresses to a few KB; lines and text make it far larger.
+    // A blank 1040x760 page compresses to a few KB; lines and text make it far larger.
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 20_000, "screenshot {} is {size} bytes: blank?", shot.display());
     eprintln!("screenshot: {}", shot.display());
