@@ -261,16 +261,20 @@ def rss_kib(proc):
     return total
 
 
-def drive(driver, workload, port, duration, conns):
+def drive(driver, workload, port, duration, conns, label=None, json_out=None):
     url = f"http://127.0.0.1:{port}{workload['path']}"
     if driver == "loadgen":
         cmd = [LOADGEN, "-t", "1", "-c", str(conns), "-d", f"{duration:g}s", "--json", "--timeout", "5s"]
+        cmd += ["--label", label] if label else []
         cmd += ["--pipeline", str(workload.get("pipeline", 1))]
         if workload.get("paths"):
             cmd += ["--paths-file", os.path.join(OUT, "mix-paths.txt"), "-H", "Accept-Encoding: br, gzip"]
         if workload.get("paths_file"):
             cmd += ["--paths-file", workload["paths_file"]]
         out = sh(["taskset", "-c", DRIVER_CPU] + cmd + [url])
+        if json_out:
+            with open(json_out, "w") as f:
+                f.write(out)
         r = json.loads(out)
         p99 = dict((str(p), v) for p, v in r["latency"]["percentiles_us"]).get("99.0", 0)
         errors = r["requests"]["errors"] + r["errors"]["verification"] + r["status"]["s4xx"] + r["status"]["s5xx"]
@@ -450,11 +454,12 @@ def main():
         f.write('init = function(args)\n local r = {}\n for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end\n'
                 ' req = table.concat(r)\nend\nrequest = function() return req end\n')
     workloads = [
-        {"name": "small page", "path": "/small.html", "drivers": ["loadgen", "wrk"]},
+        {"name": "small page", "path": "/small.html", "drivers": ["loadgen", "wrk"], "plot": "small-page"},
         {"name": "small page, pipeline 16", "path": "/small.html", "pipeline": 16, "drivers": ["loadgen", "wrk"]},
         {"name": "50 KiB image", "path": "/image.jpg", "drivers": ["loadgen"]},
         {"name": "1 MiB file", "path": "/big.bin", "drivers": ["loadgen"]},
-        {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen"]},
+        {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen"],
+         "plot": "page-load-mix"},
         {"name": f"{many:,} connections", "path": "/small.html", "conns": many, "drivers": ["loadgen"]},
         # The small page again, ringserve and nginx each writing an access log to a file (its
         # cost is the ratio to the first row).
@@ -501,7 +506,10 @@ def main():
                             open(os.path.join(LOGS, f"{s}.log"), "w").close()
                         idle_rss = rss_kib(procs[name])
                         before = cpu_ticks(procs[name])
-                        result = drive(d, w, port, duration, conns)
+                        # The plotted rows keep each server's loadgen JSON (the last round's).
+                        json_out = (os.path.join(OUT, f"latency-{w['plot']}-{s}.json")
+                                    if d == "loadgen" and "plot" in w else None)
+                        result = drive(d, w, port, duration, conns, label=s, json_out=json_out)
                         if "conns" in w:
                             result["rss_per_conn_bytes"] = max(0, rss_kib(procs[name]) - idle_rss) * 1024 / conns
                         ticks = cpu_ticks(procs[name]) - before
@@ -591,9 +599,17 @@ def main():
                    "medians": [dict(workload=k[0], driver=k[1], server=k[2], **v) for k, v in medians.items()]}, f, indent=1)
     with open(os.path.join(OUT, "chart.svg"), "w") as f:
         f.write(svg_chart(medians, servers, [w["name"] for w in workloads]))
+    plots = []
+    for w in workloads:
+        files = [os.path.join(OUT, f"latency-{w['plot']}-{s}.json") for s in servers] if "plot" in w else []
+        files = [f for f in files if os.path.exists(f)]
+        if files:
+            plots.append(f"latency-{w['plot']}.svg")
+            sh([LOADGEN, "plot", *files, "-o", os.path.join(OUT, plots[-1]),
+                "--title", f"{w['name']}: latency and req/s per server (loadgen, last round)"])
     print()
     print(text)
-    print(f"wrote {OUT}/results.md, results.json, chart.svg")
+    print(f"wrote {OUT}/results.md, results.json, chart.svg" + "".join(f", {p}" for p in plots))
     if failed:
         raise SystemExit("a run completed no requests")
 

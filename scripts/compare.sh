@@ -2,7 +2,8 @@
 # Side-by-side benchmark of ringserve (io_uring and blocking engines) against nginx, lighttpd
 # and h2o on this machine: every server pinned to CPU 0 with one worker, the load generator on
 # CPU 1, contenders interleaved over several rounds, medians reported. Writes
-# target/compare/{results.json,results.md,chart.svg}.
+# target/compare/{results.json,results.md,chart.svg}, and the latency spectra of the small-page
+# and page-load-mix rows drawn by `loadgen plot` (latency-*.svg, one line per server).
 #
 # Usage: scripts/compare.sh [--quick] [--rounds N] [--duration SECS]
 #   --quick   one round of 1 s runs, 1,000 instead of 10,000 connections (about a minute)

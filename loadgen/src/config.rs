@@ -2,9 +2,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+
+/// Latest allowed coordinated start: a day ahead. Later is most likely a unit mistake
+/// (seconds or microseconds given as milliseconds), and would leave loadgen idle for days.
+pub const START_AHEAD_MAX_SECS: u64 = 86_400;
 
 /// Default target when no URL is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8000/";
@@ -49,9 +53,27 @@ pub struct Cli {
     /// Print the report as JSON (versioned schema) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With --paths-file, list every URL in the JSON (default: the first few, the file name
+    /// and the count).
+    #[arg(long)]
+    pub json_urls: bool,
     /// Print the full latency percentile spectrum.
     #[arg(long)]
     pub latency: bool,
+    /// Write the latency distribution to FILE in HdrHistogram's percentile-distribution text
+    /// (.hgrm, milliseconds); with -R also FILE's stem + .service-time/.send-lag beside it.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Begin the measured window at this wall-clock instant (Unix time in milliseconds):
+    /// connect and warm up before it, so runs on several machines cover the same time.
+    #[arg(long, value_name = "UNIX_TIME_MS", conflicts_with = "start_in")]
+    pub start_at: Option<f64>,
+    /// Begin the measured window this long from now (like --start-at now + DUR).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub start_in: Option<Duration>,
+    /// A name for this run, kept in the JSON report (`loadgen plot` uses it as the legend).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Compare every response body with this file.
     #[arg(long)]
     pub verify_file: Option<PathBuf>,
@@ -88,6 +110,23 @@ pub struct Config {
     pub verify_body: Option<Vec<u8>>,
     /// Show the live progress line (only when stderr is a terminal).
     pub progress: bool,
+    /// Where the paths came from, when `--paths-file` was given.
+    pub paths_file: Option<PathsFile>,
+    /// List every URL in the JSON report even when they came from a paths file.
+    pub json_urls: bool,
+    /// The run's name, for plots.
+    pub label: Option<String>,
+    /// Coordinated start: the wall-clock instant the measured window begins.
+    pub start_at: Option<SystemTime>,
+}
+
+/// The paths file a run read its paths from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathsFile {
+    /// The file as named on the command line.
+    pub name: String,
+    /// Paths read from it.
+    pub paths: u64,
 }
 
 impl Config {
@@ -103,6 +142,7 @@ impl Config {
     /// Validates flags into a configuration.
     pub fn from_cli(cli: &Cli) -> Result<Config, String> {
         let mut urls = cli.urls.clone();
+        let mut paths_file = None;
         if let Some(file) = &cli.paths_file {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read paths file {}: {e}", file.display()))?;
@@ -116,6 +156,11 @@ impl Config {
                     urls.push(format!("http://{authority}/{}", line.trim_start_matches('/')));
                 }
             }
+            let read = urls.len() - cli.urls.len();
+            if read == 0 {
+                return Err(format!("paths file {} has no paths", file.display()));
+            }
+            paths_file = Some(PathsFile { name: file.display().to_string(), paths: read as u64 });
             if urls.len() > 1 && !cli.urls.is_empty() && cli.urls.len() == 1 {
                 urls.remove(0); // the positional URL only named the host
             }
@@ -175,8 +220,58 @@ impl Config {
             warmup: cli.warmup,
             verify_body,
             progress: true,
+            paths_file,
+            json_urls: cli.json_urls,
+            label: cli.label.clone(),
+            start_at: start_at(cli)?,
         })
     }
+}
+
+/// The coordinated start instant, checked: not in the past (warm-up included), and at most
+/// `START_AHEAD_MAX_SECS` ahead.
+fn start_at(cli: &Cli) -> Result<Option<SystemTime>, String> {
+    let now = SystemTime::now();
+    let (at, flag) = match (cli.start_at, cli.start_in) {
+        (Some(ms), _) => {
+            if !ms.is_finite() || ms < 0.0 {
+                return Err(format!("--start-at {ms}: expected Unix time in milliseconds"));
+            }
+            (UNIX_EPOCH + Duration::from_secs_f64(ms / 1000.0), format!("--start-at {ms}"))
+        }
+        (None, Some(d)) => (now + d, format!("--start-in {d:?}")),
+        (None, None) => return Ok(None),
+    };
+    let ahead = match at.duration_since(now) {
+        Ok(ahead) => ahead,
+        Err(e) => {
+            return Err(format!(
+                "{flag} is {:.3} s in the past (now is {} ms)",
+                e.duration().as_secs_f64(),
+                unix_ms(now)
+            ))
+        }
+    };
+    if ahead < cli.warmup {
+        return Err(format!(
+            "{flag} is {:.3} s ahead, less than the --warmup of {:.3} s that must run before it",
+            ahead.as_secs_f64(),
+            cli.warmup.as_secs_f64()
+        ));
+    }
+    if ahead > Duration::from_secs(START_AHEAD_MAX_SECS) {
+        return Err(format!(
+            "{flag} is {:.0} s ahead, more than a day (now is {} ms; milliseconds expected)",
+            ahead.as_secs_f64(),
+            unix_ms(now)
+        ));
+    }
+    Ok(Some(at))
+}
+
+/// Unix time in milliseconds, with sub-millisecond precision.
+pub fn unix_ms(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// `http://host:port/path` to (`host:port`, `/path`).

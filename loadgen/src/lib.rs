@@ -9,13 +9,21 @@
 //! - `worker`: one epoll event loop per thread driving its share of the connections, in
 //!   closed-loop (`-c`) or constant-rate (`-R`) mode.
 //! - `report`: the merged result, its text and versioned JSON forms, and `merge` of JSON runs.
+//! - `hgrm`: HdrHistogram's percentile-distribution text (`--hgrm`).
+//! - `output`: result files written atomically (temporary file, then rename).
+//! - `plot`: `loadgen plot`, an SVG of runs' percentile spectra and request rates.
+//! - `svg`: XML escaping and number formatting for hand-written SVG.
 //! - `pool`: a small fixed set of keep-alive connections for criterion benches.
 
 pub mod config;
+pub mod hgrm;
 pub mod http;
+pub mod output;
+pub mod plot;
 pub mod pool;
 pub mod report;
 pub mod stats;
+pub mod svg;
 pub mod worker;
 
 pub use config::Config;

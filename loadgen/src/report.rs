@@ -7,11 +7,11 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, PathsFile};
 use crate::stats::{self, Errors, Stats};
 
 /// Version of the JSON layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Percentiles every report gives.
 pub const PERCENTILES: [f64; 7] = [50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0];
@@ -51,8 +51,8 @@ impl Latency {
         }
     }
 
-    /// Rebuilds the histogram (for merging).
-    fn to_histogram(&self) -> Histogram<u64> {
+    /// Rebuilds the histogram (for merging, `.hgrm` files and plots).
+    pub fn to_histogram(&self) -> Histogram<u64> {
         let mut h = stats::new_histogram();
         for &(value, count) in &self.histogram {
             let _ = h.record_n(value.clamp(1, stats::LATENCY_MAX_US), count);
@@ -90,8 +90,15 @@ pub struct Cpu {
 pub struct Report {
     /// JSON layout version.
     pub schema_version: u32,
-    /// Target URLs.
+    /// The run's name (`--label`), for plots.
+    pub label: Option<String>,
+    /// Target URLs: all of them, unless they came from a paths file (then the first
+    /// `TEXT_URLS_MAX`, unless `--json-urls`).
     pub urls: Vec<String>,
+    /// How many URLs the run requested (round-robin).
+    pub url_count: u64,
+    /// The paths file the URLs came from, if any.
+    pub paths_file: Option<PathsFile>,
     /// "closed-loop" or "constant-rate".
     pub mode: String,
     /// Requests/s asked for in constant-rate mode.
@@ -102,6 +109,12 @@ pub struct Report {
     pub threads: u32,
     /// Pipelining depth.
     pub pipeline: u32,
+    /// Wall-clock start of the measured window, Unix time in milliseconds (sub-ms precision).
+    pub start_unix_ms: f64,
+    /// The start asked for with `--start-at`/`--start-in`, if any.
+    pub start_requested_unix_ms: Option<f64>,
+    /// Set by `loadgen merge`: how many runs, and how far apart their windows began.
+    pub merged: Option<Merged>,
     /// Measured seconds (warm-up excluded).
     pub duration_secs: f64,
     /// Warm-up seconds (discarded).
@@ -124,6 +137,10 @@ pub struct Report {
     pub idle_closes: u64,
     /// Connections open when the run ended.
     pub live_connections_at_end: u64,
+    /// Connections established (the first ones and every reconnect).
+    pub connections_made: u64,
+    /// `-n` only: why the run stopped before sending every request (no connection).
+    pub gave_up: Option<String>,
     /// The latency distribution (see its `measures`).
     pub latency: Latency,
     /// Constant-rate mode: service time (first byte written to last byte read).
@@ -134,6 +151,15 @@ pub struct Report {
     pub cpu: Cpu,
     /// Completed requests in each second of the measured period.
     pub timeline: Vec<u64>,
+}
+
+/// What `loadgen merge` combined.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Merged {
+    /// Runs merged.
+    pub runs: u32,
+    /// Latest minus earliest start of the runs' measured windows, milliseconds.
+    pub start_skew_ms: f64,
 }
 
 /// Responses per status class.
@@ -170,14 +196,30 @@ impl Report {
             timeline.pop();
         }
         let cpu_secs = cpu.as_secs_f64();
+        let listed = if config.paths_file.is_none() || config.json_urls {
+            config.paths.len()
+        } else {
+            TEXT_URLS_MAX
+        };
         Report {
             schema_version: SCHEMA_VERSION,
-            urls: config.paths.iter().map(|p| format!("http://{}{p}", config.host)).collect(),
+            label: config.label.clone(),
+            urls: config
+                .paths
+                .iter()
+                .take(listed)
+                .map(|p| format!("http://{}{p}", config.host))
+                .collect(),
+            url_count: config.paths.len() as u64,
+            paths_file: config.paths_file.clone(),
             mode: if rate_mode { "constant-rate" } else { "closed-loop" }.into(),
             target_rate: config.rate,
             connections: config.connections,
             threads: config.threads,
             pipeline: config.pipeline,
+            start_unix_ms: 0.0,
+            start_requested_unix_ms: None,
+            merged: None,
             duration_secs: secs,
             warmup_secs: config.warmup.as_secs_f64(),
             requests: Requests {
@@ -201,6 +243,8 @@ impl Report {
             reconnects: s.reconnects,
             idle_closes: s.idle_closes,
             live_connections_at_end: live,
+            connections_made: s.connections_made,
+            gave_up: None,
             latency: Latency::from_histogram(
                 if rate_mode { RATE_LATENCY } else { CLOSED_LATENCY },
                 &s.latency,
@@ -223,13 +267,76 @@ impl Report {
         }
     }
 
+    /// Reads a JSON report written by this version of loadgen; `name` is for messages. Reports
+    /// of another schema version, or from a loadgen before schema versions, are refused.
+    pub fn from_json(text: &str, name: &str) -> Result<Report, String> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("{name} is not JSON (a loadgen --json report?): {e}"))?;
+        match value.get("schema_version").and_then(serde_json::Value::as_u64) {
+            None => {
+                return Err(format!(
+                    "{name} has no schema_version: not a loadgen report, or from an older \
+                     loadgen; rerun it with this one (schema {SCHEMA_VERSION})"
+                ))
+            }
+            Some(v) if v != u64::from(SCHEMA_VERSION) => {
+                return Err(format!(
+                    "{name} has schema version {v}; this loadgen reads version {SCHEMA_VERSION} \
+                     only: rerun it with this loadgen"
+                ))
+            }
+            Some(_) => {}
+        }
+        serde_json::from_value(value)
+            .map_err(|e| format!("{name} is not a loadgen report of schema {SCHEMA_VERSION}: {e}"))
+    }
+
     /// Combines reports of runs made at the same time (e.g. on several machines).
     pub fn merge(reports: &[Report]) -> Result<Report, String> {
         let first = reports.first().ok_or("nothing to merge")?;
         if let Some(r) = reports.iter().find(|r| r.schema_version != SCHEMA_VERSION) {
             return Err(format!("schema version {} is not {SCHEMA_VERSION}", r.schema_version));
         }
+        let name = |i: usize| match &reports[i].label {
+            Some(label) => format!("run {} ({label})", i + 1),
+            None => format!("run {}", i + 1),
+        };
+        if let Some(i) = reports.iter().position(|r| r.mode != first.mode) {
+            return Err(format!(
+                "{} is {} and {} is {}: their latencies measure different things",
+                name(0),
+                first.mode,
+                name(i),
+                reports[i].mode
+            ));
+        }
+        // The measured windows, in Unix ms; merging adds runs that covered the same time.
+        let window = |r: &Report| (r.start_unix_ms, r.start_unix_ms + r.duration_secs * 1000.0);
+        let extreme = |key: fn((f64, f64)) -> f64, max: bool| {
+            let keyed = reports.iter().enumerate().map(|(i, r)| (i, key(window(r))));
+            let pick = if max {
+                keyed.max_by(|a, b| a.1.total_cmp(&b.1))
+            } else {
+                keyed.min_by(|a, b| a.1.total_cmp(&b.1))
+            };
+            pick.map_or(0, |(i, _)| i)
+        };
+        let (latest_start, earliest_start) = (extreme(|w| w.0, true), extreme(|w| w.0, false));
+        let (earliest_end, latest_end) = (extreme(|w| w.1, false), extreme(|w| w.1, true));
+        let start_of = |i: usize| window(&reports[i]).0;
+        let end_of = |i: usize| window(&reports[i]).1;
+        if start_of(latest_start) >= end_of(earliest_end) {
+            return Err(format!(
+                "the measured windows do not overlap: {} began {:.3} s after {} ended; merge \
+                 adds runs made at the same time (start them with one --start-at)",
+                name(latest_start),
+                (start_of(latest_start) - end_of(earliest_end)) / 1000.0,
+                name(earliest_end)
+            ));
+        }
+        let origin = start_of(earliest_start);
         let mut out = first.clone();
+        out.timeline.clear();
         let mut latency = first.latency.to_histogram();
         let mut service = first.service_time.as_ref().map(Latency::to_histogram);
         let mut lag = first.send_lag.as_ref().map(Latency::to_histogram);
@@ -243,7 +350,6 @@ impl Report {
             }
             out.connections += r.connections;
             out.threads += r.threads;
-            out.duration_secs = out.duration_secs.max(r.duration_secs);
             out.target_rate = match (out.target_rate, r.target_rate) {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
@@ -253,6 +359,7 @@ impl Report {
                     out.urls.push(url.clone());
                 }
             }
+            out.url_count = out.url_count.max(r.url_count).max(out.urls.len() as u64);
             let (a, b) = (&mut out.requests, &r.requests);
             a.sent += b.sent;
             a.completed += b.completed;
@@ -271,14 +378,33 @@ impl Report {
             out.reconnects += r.reconnects;
             out.idle_closes += r.idle_closes;
             out.live_connections_at_end += r.live_connections_at_end;
-            out.cpu.seconds += r.cpu.seconds;
-            if out.timeline.len() < r.timeline.len() {
-                out.timeline.resize(r.timeline.len(), 0);
+            out.connections_made += r.connections_made;
+            if out.gave_up.is_none() {
+                out.gave_up.clone_from(&r.gave_up);
             }
-            for (a, b) in out.timeline.iter_mut().zip(&r.timeline) {
+            out.cpu.seconds += r.cpu.seconds;
+            out.cpu.busy_fraction = out.cpu.busy_fraction.max(r.cpu.busy_fraction);
+        }
+        // Timelines summed second by second on the wall clock, from the earliest start.
+        for r in reports {
+            let offset = ((r.start_unix_ms - origin) / 1000.0).round().max(0.0) as usize;
+            if out.timeline.len() < offset + r.timeline.len() {
+                out.timeline.resize(offset + r.timeline.len(), 0);
+            }
+            for (a, b) in out.timeline[offset..].iter_mut().zip(&r.timeline) {
                 *a += b;
             }
         }
+        out.label = None;
+        out.start_unix_ms = origin;
+        out.duration_secs = (end_of(latest_end) - origin) / 1000.0;
+        out.start_requested_unix_ms = first
+            .start_requested_unix_ms
+            .filter(|&at| reports.iter().all(|r| r.start_requested_unix_ms == Some(at)));
+        out.merged = Some(Merged {
+            runs: reports.iter().map(|r| r.merged.map_or(1, |m| m.runs)).sum(),
+            start_skew_ms: start_of(latest_start) - origin,
+        });
         out.requests_per_sec = out.requests.completed as f64 / out.duration_secs.max(1e-9);
         out.cpu.requests_per_cpu_second = if out.cpu.seconds > 0.0 {
             out.requests.completed as f64 / out.cpu.seconds
@@ -291,11 +417,38 @@ impl Report {
         Ok(out)
     }
 
+    /// Why the run failed as a measurement, if it did: no connection could be made, nothing
+    /// completed and connections failed, or `-n` gave up. The binary exits non-zero then.
+    pub fn failure(&self) -> Option<String> {
+        let e = &self.errors;
+        let connect = format!(
+            "{} connect errors (refused {}, timed out {}, address exhausted {}, other {})",
+            e.connect_errors(),
+            e.connect_refused,
+            e.connect_timeout,
+            e.address_exhausted,
+            e.connect_other
+        );
+        let target = self.urls.first().map_or("the server", String::as_str);
+        let headline = if self.connections_made == 0 {
+            format!("no connection could be made to {target}")
+        } else if self.requests.completed == 0 && e.connect_errors() > 0 {
+            format!("no request completed against {target}")
+        } else if self.gave_up.is_some() {
+            format!("the connections to {target} were lost")
+        } else {
+            return None;
+        };
+        Some(match &self.gave_up {
+            Some(why) => format!("{headline}; {why}; {connect}"),
+            None => format!("{headline}; {connect}"),
+        })
+    }
+
     /// The report as wrk-like text; `spectrum` adds the full percentile table.
     pub fn to_text(&self, spectrum: bool) -> String {
         let mut t = String::new();
-        let _ =
-            writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, url_summary(&self.urls));
+        let _ = writeln!(t, "Running {:.2}s test @ {}", self.duration_secs, self.url_summary());
         let mode = match self.target_rate {
             Some(rate) => format!("constant rate {rate} req/s"),
             None => "closed loop".into(),
@@ -305,6 +458,13 @@ impl Report {
             "  {} threads and {} connections ({mode}, pipeline {})",
             self.threads, self.connections, self.pipeline
         );
+        if let Some(m) = &self.merged {
+            let _ = writeln!(
+                t,
+                "  merged {} runs; their measured windows began within {:.3} ms (start skew)",
+                m.runs, m.start_skew_ms
+            );
+        }
         write_latency(&mut t, "Latency", &self.latency, spectrum);
         if let Some(service) = &self.service_time {
             write_latency(&mut t, "Service time", service, spectrum);
@@ -346,6 +506,9 @@ impl Report {
             "  Connections: {} reconnects, {} idle keep-alive closes by the server, {} live at the end",
             self.reconnects, self.idle_closes, self.live_connections_at_end
         );
+        if let Some(why) = &self.gave_up {
+            let _ = writeln!(t, "  {why}");
+        }
         let _ = writeln!(t, "Requests/sec: {:>12.2}", self.requests_per_sec);
         let _ = writeln!(
             t,
@@ -418,23 +581,52 @@ fn bytes(v: f64) -> String {
 /// URLs named in the text report's first line: a paths file can hold hundreds of thousands.
 const TEXT_URLS_MAX: usize = 3;
 
-/// The URLs of a run for one line: all of them when few, else the first few and the count.
-fn url_summary(urls: &[String]) -> String {
-    if urls.len() <= TEXT_URLS_MAX {
-        return urls.join(", ");
+impl Report {
+    /// The URLs of a run for one line: all of them when few, else the first few, how many
+    /// there are and where they came from.
+    fn url_summary(&self) -> String {
+        let count = self.url_count.max(self.urls.len() as u64);
+        let shown = &self.urls[..self.urls.len().min(TEXT_URLS_MAX)];
+        if count as usize <= TEXT_URLS_MAX && shown.len() as u64 == count {
+            return shown.join(", ");
+        }
+        let source = match &self.paths_file {
+            Some(file) if file.paths == count => format!("{count} paths from {}", file.name),
+            Some(file) => format!("{count} URLs, {} paths from {}", file.paths, file.name),
+            None => format!("{count} URLs"),
+        };
+        format!("{}, ... ({source})", shown.join(", "))
     }
-    format!("{}, ... ({} URLs)", urls[..TEXT_URLS_MAX].join(", "), urls.len())
 }
 
 #[cfg(test)]
 mod url_summary_tests {
-    use super::url_summary;
+    use super::*;
+
+    fn report(urls: Vec<String>, url_count: u64, paths_file: Option<PathsFile>) -> Report {
+        let config = Config::new("http://127.0.0.1:1/", 1).expect("a valid configuration");
+        let stats = crate::stats::Stats::new(1);
+        let mut r = Report::build(&config, &stats, Duration::from_secs(1), Duration::ZERO, 0);
+        (r.urls, r.url_count, r.paths_file) = (urls, url_count, paths_file);
+        r
+    }
 
     #[test]
     fn many_urls_fit_on_one_short_line() {
         let few: Vec<String> = (0..3).map(|i| format!("http://h/{i}")).collect();
-        assert_eq!(url_summary(&few), "http://h/0, http://h/1, http://h/2");
+        assert_eq!(
+            report(few.clone(), 3, None).url_summary(),
+            "http://h/0, http://h/1, http://h/2"
+        );
         let many: Vec<String> = (0..20_000).map(|i| format!("http://h/{i}")).collect();
-        assert_eq!(url_summary(&many), "http://h/0, http://h/1, http://h/2, ... (20000 URLs)");
+        assert_eq!(
+            report(many, 20_000, None).url_summary(),
+            "http://h/0, http://h/1, http://h/2, ... (20000 URLs)"
+        );
+        let file = PathsFile { name: "paths.txt".into(), paths: 20_000 };
+        assert_eq!(
+            report(few, 20_000, Some(file)).url_summary(),
+            "http://h/0, http://h/1, http://h/2, ... (20000 paths from paths.txt)"
+        );
     }
 }

@@ -96,6 +96,10 @@ pub struct Stats {
     pub lag: Histogram<u64>,
     /// Requests written (after warm-up).
     pub sent: u64,
+    /// Requests written, warm-up included (what `-n` counts).
+    pub sent_total: u64,
+    /// Connections established (the first ones and every reconnect).
+    pub connections_made: u64,
     /// Responses read completely (after warm-up).
     pub completed: u64,
     /// Responses by status class: index 1 = 1xx ... 5 = 5xx, 0 = other.
@@ -126,6 +130,8 @@ impl Stats {
             service: new_histogram(),
             lag: new_histogram(),
             sent: 0,
+            sent_total: 0,
+            connections_made: 0,
             completed: 0,
             status: [0; 6],
             wire_bytes: 0,
@@ -144,6 +150,8 @@ impl Stats {
         let _ = self.service.add(&o.service);
         let _ = self.lag.add(&o.lag);
         self.sent += o.sent;
+        self.sent_total += o.sent_total;
+        self.connections_made += o.connections_made;
         self.completed += o.completed;
         for (a, b) in self.status.iter_mut().zip(o.status) {
             *a += b;

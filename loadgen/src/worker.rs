@@ -7,9 +7,9 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Config;
+use crate::config::{unix_ms, Config};
 use crate::http::{build_request, Event, Finished, Parser};
 use crate::report::Report;
 use crate::stats::{self, Stats};
@@ -40,9 +40,14 @@ const HOUSEKEEPING_NS: u64 = 100_000_000;
 /// turn the load generator into a busy loop.
 const RECONNECT_BACKOFF_NS: u64 = 10_000_000;
 
+/// epoll token of the coordinated start's eventfd (connections use their index).
+const GO_TOKEN: u64 = u32::MAX as u64;
+
 /// State shared by the threads and the progress printer.
 struct Shared {
     stop: AtomicBool,
+    /// Coordinated start: when the load began, ns since `started` (`u64::MAX` before).
+    go_ns: AtomicU64,
     /// Requests left to send with `-n` (may go negative).
     remaining: AtomicI64,
     completed: Vec<AtomicU64>,
@@ -57,24 +62,49 @@ pub fn run(config: &Config) -> Result<Report, String> {
     let threads = config.threads.max(1) as usize;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
+        go_ns: AtomicU64::new(u64::MAX),
         remaining: AtomicI64::new(config.requests.map_or(i64::MAX, |n| n as i64)),
         completed: (0..threads).map(|_| AtomicU64::new(0)).collect(),
         errors: (0..threads).map(|_| AtomicU64::new(0)).collect(),
     });
+    // Coordinated start: the threads connect and then wait for this eventfd.
+    let go = match config.start_at {
+        // SAFETY: eventfd has no pointer arguments; the result is checked.
+        Some(_) => match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+            // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+            fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ => return Err(format!("eventfd: {}", std::io::Error::last_os_error())),
+        },
+        None => None,
+    };
+    let go_fd = go.as_ref().map(AsRawFd::as_raw_fd);
     let cpu_before = cpu_time();
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let progress = (config.progress && is_tty(2)).then(|| spawn_progress(Arc::clone(&shared)));
     let per_thread = config.connections as usize / threads;
     let extra = config.connections as usize % threads;
+    // Coordinated start: the wall clock read on waking at the agreed instant.
+    let mut woke_wall = None;
     let results: Vec<Result<(Stats, u64), String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|id| {
                 let count = per_thread + usize::from(id < extra);
                 let (shared, requests) = (Arc::clone(&shared), &requests);
-                scope
-                    .spawn(move || Thread::new(config, requests, id, count, shared, started)?.run())
+                scope.spawn(move || {
+                    Thread::new(config, requests, id, count, shared, started, go_fd)?.run()
+                })
             })
             .collect();
+        if let (Some(at), Some(fd)) = (config.start_at, go_fd) {
+            // The warm-up, if any, runs just before the agreed instant.
+            sleep_until(at.checked_sub(config.warmup).unwrap_or(at));
+            woke_wall = Some(SystemTime::now());
+            shared.go_ns.store(started.elapsed().as_nanos() as u64, Ordering::Release);
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live local to our eventfd.
+            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        }
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
@@ -93,8 +123,31 @@ pub fn run(config: &Config) -> Result<Report, String> {
         total.merge(&stats);
         live += live_conns;
     }
-    let measured = started.elapsed().saturating_sub(config.warmup);
-    Ok(Report::build(config, &total, measured, cpu, live))
+    let go_ns = match shared.go_ns.load(Ordering::Acquire) {
+        u64::MAX => 0,
+        go => go,
+    };
+    let begun = Duration::from_nanos(go_ns) + config.warmup;
+    let measured = started.elapsed().saturating_sub(begun);
+    let mut report = Report::build(config, &total, measured, cpu, live);
+    // The actual start: the wall clock read on waking (coordinated), else at the start, plus
+    // the warm-up, which the monotonic clock measured.
+    report.start_unix_ms = match woke_wall {
+        Some(woke) => unix_ms(woke + config.warmup),
+        None => unix_ms(started_wall + begun),
+    };
+    report.start_requested_unix_ms = config.start_at.map(unix_ms);
+    if let Some(n) = config.requests {
+        let unsent = n.saturating_sub(total.sent_total);
+        if unsent > 0 {
+            report.gave_up = Some(format!(
+                "gave up: no connection for the --timeout of {:.2?}; {unsent} of {n} requests \
+                 not sent",
+                config.timeout
+            ));
+        }
+    }
+    Ok(report)
 }
 
 /// A request in flight on a connection.
@@ -198,6 +251,12 @@ struct Thread<'a> {
     stats: Stats,
     shared: Arc<Shared>,
     started: Instant,
+    /// Coordinated start: waiting for the go event; nothing is sent until then.
+    waiting: bool,
+    /// The go eventfd, until its event arrived.
+    go_fd: Option<RawFd>,
+    /// When the load began, ns since `started` (0 unless the start was coordinated).
+    base_ns: u64,
     measure_from_ns: u64,
     end_ns: Option<u64>,
     next_path: usize,
@@ -208,6 +267,12 @@ struct Thread<'a> {
     /// Constant rate: connections able to take another request.
     ready: Vec<u32>,
     stopping: bool,
+    /// Established connections open now.
+    live: usize,
+    /// Since when no connection has been established (meaningful while `live` is 0).
+    no_connection_since_ns: u64,
+    /// `-n`: no connection for `--timeout`, so the requests left cannot be sent.
+    gave_up: bool,
     /// Target of body discards; `None` when bodies are checked byte by byte (--verify-file).
     discard: Option<Box<[u8]>>,
 }
@@ -220,6 +285,7 @@ impl<'a> Thread<'a> {
         count: usize,
         shared: Arc<Shared>,
         started: Instant,
+        go_fd: Option<RawFd>,
     ) -> Result<Thread<'a>, String> {
         // SAFETY: epoll_create1 has no pointer arguments; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -230,7 +296,7 @@ impl<'a> Thread<'a> {
         let pipeline = config.pipeline as usize;
         let measured_secs = config.duration.as_secs() as usize + 2;
         let timeline_secs = if config.requests.is_some() { 64 } else { measured_secs };
-        Ok(Thread {
+        let thread = Thread {
             config,
             requests,
             id,
@@ -240,19 +306,75 @@ impl<'a> Thread<'a> {
             stats: Stats::new(timeline_secs),
             shared,
             started,
+            waiting: go_fd.is_some(),
+            go_fd,
+            base_ns: 0,
             measure_from_ns: config.warmup.as_nanos() as u64,
-            end_ns: config
-                .requests
-                .is_none()
-                .then(|| (config.warmup + config.duration).as_nanos() as u64),
+            // While waiting for a coordinated start, no end: `begin` sets it.
+            end_ns: config.requests.is_none().then(|| match go_fd {
+                Some(_) => u64::MAX,
+                None => (config.warmup + config.duration).as_nanos() as u64,
+            }),
             next_path: id % requests.len().max(1),
             expected: vec![None; requests.len()],
             rate_next: 0,
             ready: Vec::with_capacity(count),
             stopping: false,
+            live: 0,
+            no_connection_since_ns: 0,
+            gave_up: false,
             // Zeroed allocations this large come straight from mmap and are never touched.
             discard: config.verify_body.is_none().then(|| vec![0u8; DISCARD_BYTES].into()),
-        })
+        };
+        if let Some(fd) = go_fd {
+            let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: GO_TOKEN };
+            // SAFETY: `event` is a live local; both descriptors are open.
+            if unsafe {
+                libc::epoll_ctl(thread.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
+            } < 0
+            {
+                return Err(format!("epoll_ctl(eventfd): {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(thread)
+    }
+
+    /// Coordinated start: the go event arrived; the schedule and the measured window now
+    /// begin at the instant the main thread recorded.
+    fn begin(&mut self, go_fd: RawFd, now: u64) {
+        // SAFETY: removes an open descriptor from our epoll set (level-triggered and never
+        // read, it would otherwise wake this loop again and again).
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                go_fd,
+                std::ptr::null_mut(),
+            )
+        };
+        self.waiting = false;
+        self.base_ns = self.shared.go_ns.load(Ordering::Acquire).min(now);
+        self.measure_from_ns = self.base_ns + self.config.warmup.as_nanos() as u64;
+        if self.end_ns.is_some() {
+            self.end_ns = Some(self.measure_from_ns + self.config.duration.as_nanos() as u64);
+        }
+        self.no_connection_since_ns = self.no_connection_since_ns.max(self.base_ns);
+        if self.config.rate.is_some() {
+            self.dispatch_due(now);
+            return;
+        }
+        for index in 0..self.conns.len() as u32 {
+            let conn = &self.conns[index as usize];
+            if conn.stream.is_none() || conn.connecting {
+                continue;
+            }
+            for _ in 0..self.config.pipeline {
+                if !self.send_next(index, now, now) {
+                    break;
+                }
+            }
+            self.write_pending(index, now);
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -303,6 +425,12 @@ impl<'a> Thread<'a> {
                 return Err(format!("epoll_pwait2: {e}"));
             }
             for event in &events[..n as usize] {
+                if event.u64 == GO_TOKEN {
+                    if let Some(fd) = self.go_fd.take() {
+                        self.begin(fd, self.now_ns());
+                    }
+                    continue;
+                }
                 self.on_event(event.u64 as u32, event.events);
             }
         }
@@ -321,6 +449,12 @@ impl<'a> Thread<'a> {
 
     /// The run is over: the deadline passed, or `-n` is exhausted and nothing is in flight.
     fn finished(&mut self, now: u64) -> bool {
+        if self.waiting {
+            return false;
+        }
+        if self.gave_up {
+            return true;
+        }
         if let Some(end) = self.end_ns {
             return now >= end;
         }
@@ -345,7 +479,7 @@ impl<'a> Thread<'a> {
     /// Intended send time of this thread's `local`-th scheduled request.
     fn due_ns(&self, local: u64) -> u64 {
         let rate = self.config.rate.unwrap_or(1) as u128;
-        (self.global_index(local) as u128 * 1_000_000_000 / rate) as u64
+        self.base_ns + (self.global_index(local) as u128 * 1_000_000_000 / rate) as u64
     }
 
     fn wait_ns(&self, now: u64, next_housekeeping: u64) -> u64 {
@@ -353,7 +487,11 @@ impl<'a> Thread<'a> {
         if let Some(end) = self.end_ns {
             until = until.min(end);
         }
-        if self.config.rate.is_some() && !self.ready.is_empty() && !self.rate_exhausted() {
+        if self.config.rate.is_some()
+            && !self.waiting
+            && !self.ready.is_empty()
+            && !self.rate_exhausted()
+        {
             until = until.min(self.due_ns(self.rate_next));
         }
         until.saturating_sub(now)
@@ -375,6 +513,16 @@ impl<'a> Thread<'a> {
                     now,
                 );
             }
+        }
+        if self.config.requests.is_some()
+            && self.live == 0
+            && !self.stopping
+            && !self.waiting
+            && now.saturating_sub(self.no_connection_since_ns) > timeout
+        {
+            // -n cannot finish without a connection: give up instead of retrying forever.
+            self.gave_up = true;
+            self.stopping = true;
         }
         self.shared.completed[self.id].store(self.stats.completed, Ordering::Relaxed);
         let errors = self.stats.errors.request_errors() + self.stats.errors.connect_errors();
@@ -455,6 +603,13 @@ impl<'a> Thread<'a> {
     /// Drops the connection, accounts for its requests in flight, and reconnects unless the
     /// run is ending.
     fn lose(&mut self, index: u32, loss: Loss, now: u64) {
+        let conn = &self.conns[index as usize];
+        if conn.stream.is_some() && !conn.connecting {
+            self.live -= 1;
+            if self.live == 0 {
+                self.no_connection_since_ns = now;
+            }
+        }
         self.close_stream(index);
         let conn = &mut self.conns[index as usize];
         let was_connecting = std::mem::replace(&mut conn.connecting, false);
@@ -512,6 +667,8 @@ impl<'a> Thread<'a> {
     }
 
     fn on_connected(&mut self, index: u32, now: u64) {
+        self.live += 1;
+        self.stats.connections_made += 1;
         let conn = &mut self.conns[index as usize];
         conn.connecting = false;
         conn.want_write = false;
@@ -532,7 +689,7 @@ impl<'a> Thread<'a> {
 
     /// Queues the next request on `index` (closed loop: if the run allows another).
     fn send_next(&mut self, index: u32, intended_ns: u64, now: u64) -> bool {
-        if self.stopping || self.end_ns.is_some_and(|end| now >= end) {
+        if self.waiting || self.stopping || self.end_ns.is_some_and(|end| now >= end) {
             return false;
         }
         if self.config.requests.is_some()
@@ -545,6 +702,7 @@ impl<'a> Thread<'a> {
         let path = self.next_path;
         self.next_path = (self.next_path + 1) % self.requests.len();
         let measured = intended_ns >= self.measure_from_ns;
+        self.stats.sent_total += 1;
         if measured {
             self.stats.sent += 1;
         }
@@ -560,7 +718,7 @@ impl<'a> Thread<'a> {
 
     /// Constant rate: sends every request that is due, while connections can take one.
     fn dispatch_due(&mut self, now: u64) {
-        while !self.rate_exhausted() && !self.stopping {
+        while !self.waiting && !self.rate_exhausted() && !self.stopping {
             let due = self.due_ns(self.rate_next);
             if due > now || self.end_ns.is_some_and(|end| due >= end) {
                 return;
@@ -830,6 +988,30 @@ fn spawn_progress(shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
 fn is_tty(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Sleeps until the wall-clock instant `at` (CLOCK_REALTIME, absolute, so a clock step during
+/// the wait is followed and every machine wakes at the same wall-clock time).
+fn sleep_until(at: SystemTime) {
+    let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else { return };
+    let ts = libc::timespec {
+        tv_sec: since_epoch.as_secs() as libc::time_t,
+        tv_nsec: since_epoch.subsec_nanos() as libc::c_long,
+    };
+    loop {
+        // SAFETY: `ts` is a live local; no remaining-time pointer with TIMER_ABSTIME.
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_REALTIME,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != libc::EINTR {
+            return;
+        }
+    }
 }
 
 /// User plus system CPU time of this process.

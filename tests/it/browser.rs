@@ -95,3 +95,51 @@ fn chromium_shows_the_page_and_decodes_the_picture() {
     assert!(size > 1000, "no screenshot at {}", shot.display());
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn chromium_renders_a_loadgen_plot() {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
+        );
+        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let server = Server::start_at(&static_dir(), &[]);
+    let url = format!("http://127.0.0.1:{}/", server.addr.port());
+    let mut config = loadgen::Config::new(&url, 4).unwrap();
+    config.duration = Duration::from_millis(1500);
+    let report = loadgen::run(&config).unwrap();
+    assert!(report.requests.completed > 0, "{:?}", report.requests);
+    let run = loadgen::plot::Run { label: "ringserve <&>".into(), report: &report };
+    let svg = loadgen::plot::render(&[run], loadgen::plot::YScale::Auto, "browser check");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plot.svg"), svg).unwrap();
+    // An <img> decodes the SVG only if it is a valid, self-contained image.
+    std::fs::write(
+        dir.path().join("plot.html"),
+        "<!doctype html><body><img src=\"plot.svg\" \
+         onload=\"document.body.dataset.naturalWidth = this.naturalWidth\" \
+         onerror=\"document.body.dataset.naturalWidth = 'error'\"></body>",
+    )
+    .unwrap();
+    let page = format!("file://{}", dir.path().join("plot.html").display());
+    let profile = tempfile::tempdir().unwrap();
+    let dom = run_chromium(&binary, profile.path(), &["--dump-dom".into(), page]);
+    assert!(dom.contains("data-natural-width=\"1040\""), "the SVG did not render: {dom}");
+
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser").join("loadgen-plot.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&shot);
+    let svg_url = format!("file://{}", dir.path().join("plot.svg").display());
+    run_chromium(
+        &binary,
+        profile.path(),
+        &[format!("--screenshot={}", shot.display()), "--window-size=1040,760".into(), svg_url],
+    );
+    // A blank 1040x760 page compresses to a few KB; lines and text make it far larger.
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "screenshot {} is {size} bytes: blank?", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+}
