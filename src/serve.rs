@@ -100,6 +100,8 @@ pub enum MissOf {
     Fallback,
     /// The `--error-page` for this status.
     ErrorPage(Status),
+    /// The listing of the directory the request names (`--autoindex`).
+    Listing,
 }
 
 impl Session {
@@ -273,8 +275,24 @@ fn respond(
             return Ok(done(!keep_alive));
         }
         Lookup::Directory | Lookup::Missing => {
+            // A directory without index.html: its listing, when asked for.
+            if trailing_slash && ctx.site.autoindex {
+                let mut listing = [0u8; REQUEST_TARGET_BYTES_MAX + 1];
+                match ctx.files.get(listing_key(key, &mut listing), ctx.now_ms) {
+                    Lookup::Unknown => return Ok(Step::Miss(MissOf::Listing)),
+                    Lookup::File(entry) => {
+                        let json = req.accept.is_some_and(wants_json);
+                        let rep = entry.json.as_ref().filter(|_| json).unwrap_or(entry);
+                        respond_file(req, ctx, batch, rep, keep_alive)?;
+                        return Ok(done(!keep_alive));
+                    }
+                    _ => {} // not a directory: 404
+                }
+            }
             // A single-page app's deep link gets its page; a missing asset stays 404.
-            if let Some(fallback) = ctx.site.fallback.as_deref().filter(|_| !has_extension(req.path)) {
+            if let Some(fallback) =
+                ctx.site.fallback.as_deref().filter(|_| !has_extension(req.path))
+            {
                 match ctx.files.get(fallback, ctx.now_ms) {
                     Lookup::Unknown => return Ok(Step::Miss(MissOf::Fallback)),
                     Lookup::File(entry) => {
@@ -292,6 +310,19 @@ fn respond(
     };
     let miss = respond_error(batch, ctx, status, keep_alive, head_only, req.version)?;
     Ok(miss.map_or(done(!keep_alive), Step::Miss))
+}
+
+/// The cache key of the listing of the directory whose index key is `index_key`
+/// (`docs/index.html` -> `docs/`, `index.html` -> `/`).
+fn listing_key<'b>(index_key: &[u8], buf: &'b mut [u8]) -> &'b [u8] {
+    let dir = index_key.strip_suffix(b"index.html").unwrap_or(index_key);
+    let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+    crate::files::cache::listing_key_of(dir, buf)
+}
+
+/// Whether an `Accept` value asks for JSON (a directory listing's other form).
+fn wants_json(accept: &[u8]) -> bool {
+    accept.windows(16).any(|w| w.eq_ignore_ascii_case(b"application/json"))
 }
 
 /// Whether the last segment of a request path has an extension (`/app.js`, not `/about`).
@@ -317,8 +348,16 @@ fn respond_error(
         Some(Lookup::File(entry)) => entry,
         // No page, or it went away since start-up: the built-in one.
         _ => {
-            return push_error(batch, ctx.date, status, keep_alive, head_only, version, &ctx.site.headers)
-                .map(|()| None);
+            return push_error(
+                batch,
+                ctx.date,
+                status,
+                keep_alive,
+                head_only,
+                version,
+                &ctx.site.headers,
+            )
+            .map(|()| None);
         }
     };
     batch.hold(entry)?;
@@ -365,6 +404,13 @@ pub fn miss_key<'b>(
                 Parsed::Complete(req) => key_of(req.path, buf).ok().map(|(key, _)| key),
                 Parsed::Partial | Parsed::Reject(_) => None,
             };
+        }
+        MissOf::Listing => {
+            let Parsed::Complete(req) = http::parse(input, limits) else { return None };
+            let mut index = [0u8; std::mem::size_of::<KeyBuffer>()];
+            let (key, _) = key_of(req.path, &mut index).ok()?;
+            let len = listing_key(key, buf).len();
+            return Some(&buf[..len]);
         }
         MissOf::Fallback => site.fallback.as_deref()?,
         MissOf::ErrorPage(status) => site.error_page(status)?,
@@ -474,7 +520,15 @@ fn respond_file(
         Precondition::Failed => {
             let status = Status::PreconditionFailed;
             let headers = &ctx.site.headers;
-            return push_error(batch, ctx.date, status, keep_alive, head_only, req.version, headers);
+            return push_error(
+                batch,
+                ctx.date,
+                status,
+                keep_alive,
+                head_only,
+                req.version,
+                headers,
+            );
         }
     }
     match evaluate_range(req, rep) {
@@ -496,7 +550,15 @@ fn respond_file(
             let Some(body) = rep.body().slice(first, last + 1) else {
                 let status = Status::InternalServerError;
                 let headers = &ctx.site.headers;
-                return push_error(batch, ctx.date, status, keep_alive, head_only, req.version, headers);
+                return push_error(
+                    batch,
+                    ctx.date,
+                    status,
+                    keep_alive,
+                    head_only,
+                    req.version,
+                    headers,
+                );
             };
             batch.hold(rep)?;
             batch.push_file(

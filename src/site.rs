@@ -207,9 +207,8 @@ fn page_key(flag: &str, path: &str, root: &Path) -> Result<Box<[u8]>, String> {
         .map_err(|_| format!("{flag} {path:?}: not a path inside the root"))?;
     let key = &buf[..resolved.len];
     let file = root.join(String::from_utf8_lossy(key).as_ref());
-    let canonical = file
-        .canonicalize()
-        .map_err(|e| format!("{flag} {path:?}: {}: {e}", file.display()))?;
+    let canonical =
+        file.canonicalize().map_err(|e| format!("{flag} {path:?}: {}: {e}", file.display()))?;
     let root = root.canonicalize().map_err(|e| format!("{flag}: root: {e}"))?;
     if !canonical.starts_with(&root) {
         return Err(format!("{flag} {path:?}: leads outside the root"));
@@ -265,8 +264,14 @@ mod tests {
             fields(&s, "assets/app.js"),
             "Cache-Control: public, max-age=31536000, immutable\r\nX-Content-Type-Options: nosniff\r\n"
         );
-        assert_eq!(fields(&s, "index.html"), "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n");
-        assert_eq!(fields(&s, "docs/a/b.txt"), "Cache-Control: max-age=60\r\nX-Content-Type-Options: nosniff\r\n");
+        assert_eq!(
+            fields(&s, "index.html"),
+            "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+        );
+        assert_eq!(
+            fields(&s, "docs/a/b.txt"),
+            "Cache-Control: max-age=60\r\nX-Content-Type-Options: nosniff\r\n"
+        );
         assert_eq!(fields(&s, "docs.txt"), "X-Content-Type-Options: nosniff\r\n");
     }
 

@@ -300,6 +300,7 @@ impl FileCache {
         fill.start(key, old, dir_known, watching.is_some());
         fill.extra.clear();
         self.site.file_fields(key, &mut fill.extra);
+        fill.listing_hidden = self.site.autoindex_hidden;
         fill.dir_was_watched = watching == Some(true);
         fill.events_at_begin = self.events_applied;
         if miss {
@@ -445,6 +446,10 @@ impl FileCache {
             key[joined..joined + name.len()].copy_from_slice(name);
             let path = &key[..joined + name.len()];
             self.stale_key(path);
+            // The directory's listing, if cached, shows this name.
+            let mut listing = [0u8; PATH_BYTES_MAX + 1];
+            let listing_key = listing_key_of(dir, &mut listing);
+            self.stale_key(listing_key);
             for suffix in [&b".br"[..], b".gz"] {
                 if let Some(base) = path.strip_suffix(suffix) {
                     self.stale_key(base);
@@ -542,7 +547,8 @@ impl FileCache {
                 break; // cannot happen: an unfinished fill always asks; `finish` answers 500
             }
             for request in asked.into_iter().flatten() {
-                self.complete(&mut fill, request.part(), fill::perform(request));
+                let result = fill::perform(request, &self.root_path);
+                self.complete(&mut fill, request.part(), result);
             }
         }
         self.finish(fill, now_ms);
@@ -729,6 +735,14 @@ pub(super) fn answer_for_error(e: &io::Error) -> Answer {
 }
 
 /// The directory part of a key (`""` for the root).
+/// The cache key of directory `dir`'s listing: its path and a `/` (`/` for the root).
+pub fn listing_key_of<'b>(dir: &[u8], buf: &'b mut [u8]) -> &'b [u8] {
+    let len = dir.len().min(buf.len() - 1);
+    buf[..len].copy_from_slice(&dir[..len]);
+    buf[len] = b'/';
+    &buf[..=len]
+}
+
 pub(super) fn parent_of(key: &[u8]) -> &[u8] {
     key.iter().rposition(|&b| b == b'/').map_or(&[][..], |slash| &key[..slash])
 }

@@ -44,6 +44,40 @@ pub enum Request {
     Open { part: usize, dirfd: RawFd, path: *const libc::c_char, how: *const libc::open_how },
     /// `pread(fd, buf, len, 0)`; the result is the byte count or -errno.
     Read { part: usize, fd: RawFd, buf: *mut u8, len: u32 },
+    /// List directory `fd` (`listing::list`) into `html` and `json`; the result is 0 or
+    /// -errno. No io_uring operation reads a directory: the engine runs it where blocking is
+    /// harmless.
+    List(ListRequest),
+}
+
+/// A directory listing a fill needs (`Request::List`). Its pointers are into the fill, like
+/// every request's.
+#[derive(Debug, Clone, Copy)]
+pub struct ListRequest {
+    pub part: usize,
+    pub fd: RawFd,
+    /// The directory's path from the root (the fill's key without its final `/`).
+    pub dir: *const u8,
+    pub dir_len: usize,
+    pub hidden: bool,
+    pub html: *mut Vec<u8>,
+    pub json: *mut Vec<u8>,
+}
+
+impl ListRequest {
+    /// Performs the listing. Call only where blocking is allowed.
+    ///
+    /// # Safety
+    /// The fill that asked for it must be alive and not touched until the result is passed to
+    /// `complete` (as for a kernel operation on its buffers).
+    pub unsafe fn perform(&self, root_path: &std::path::Path) -> i32 {
+        // SAFETY: per this function's contract, the key bytes and the two vectors live in the
+        // fill, which nothing else reads or writes meanwhile.
+        let (dir, html, json) = unsafe {
+            (std::slice::from_raw_parts(self.dir, self.dir_len), &mut *self.html, &mut *self.json)
+        };
+        super::listing::list(self.fd, dir, self.hidden, root_path, html, json)
+    }
 }
 
 impl Request {
@@ -51,6 +85,7 @@ impl Request {
     pub fn part(&self) -> usize {
         match *self {
             Request::Open { part, .. } | Request::Read { part, .. } => part,
+            Request::List(list) => list.part,
         }
     }
 }
@@ -72,6 +107,9 @@ enum State {
     Failed(i32),
     /// `bytes` hold the body (for the directory part: `dir` holds its stamp).
     Ready,
+    /// A directory to list (the file part of a listing), and its listing in flight.
+    ToList,
+    Listing,
 }
 
 struct Part {
@@ -187,6 +225,11 @@ pub struct Fill {
     pub(super) events_at_begin: u64,
     /// The site's header lines for this path (`Site::file_fields`), set by `begin`.
     pub(super) extra: Vec<u8>,
+    /// The key names a directory listing (it ends in `/`), and whether it shows dot files.
+    listing: bool,
+    pub(super) listing_hidden: bool,
+    /// A listing's JSON form (its HTML is the file part's `buf`).
+    listing_json: Vec<u8>,
     parts: [Part; PARTS],
     stage: Stage,
     in_flight: u8,
@@ -206,6 +249,9 @@ impl Fill {
             dir_was_watched: false,
             events_at_begin: 0,
             extra: Vec::new(),
+            listing: false,
+            listing_hidden: false,
+            listing_json: Vec::new(),
             parts: [Part::new(), Part::new(), Part::new(), Part::new()],
             stage: Stage::Done,
             in_flight: 0,
@@ -246,9 +292,22 @@ impl Fill {
         self.old = old;
         self.dir_known = dir_known;
         let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-        if !self.parts[FILE].prepare_open(key, b"", flags, no_symlinks) {
+        // A key ending in `/` is the listing of the directory it names (`--autoindex`).
+        self.listing = key.ends_with(b"/");
+        let (path, flags) = match key.strip_suffix(b"/") {
+            Some(dir) => (dir.strip_prefix(b"/").unwrap_or(dir), flags | libc::O_DIRECTORY),
+            None => (key, flags),
+        };
+        if !self.parts[FILE].prepare_open(path, b"", flags, no_symlinks) {
             // Longer than PATH_MAX or holding a NUL: nothing can be there.
             self.conclude(Outcome::Answer(Answer::Missing, None));
+            return;
+        }
+        if self.listing {
+            if self.dir_known.is_none() {
+                let flags = libc::O_PATH | libc::O_DIRECTORY;
+                self.parts[DIR].prepare_open(parent_of(key), b"", flags, no_symlinks);
+            }
             return;
         }
         if with_br {
@@ -306,6 +365,22 @@ impl Fill {
                         path: part.path.as_ptr().cast(),
                         how: &part.how,
                     });
+                }
+                State::ToList => {
+                    let Some(file) = &part.file else { continue };
+                    part.state = State::Listing;
+                    self.in_flight += 1;
+                    let dir = self.key.strip_suffix(b"/").unwrap_or(&self.key);
+                    let dir = dir.strip_prefix(b"/").unwrap_or(dir);
+                    submit(Request::List(ListRequest {
+                        part: index,
+                        fd: file.as_raw_fd(),
+                        dir: dir.as_ptr(),
+                        dir_len: dir.len(),
+                        hidden: self.listing_hidden,
+                        html: &mut part.buf,
+                        json: &mut self.listing_json,
+                    }));
                 }
                 State::ToRead => {
                     let (Some(file), Some(stamp)) = (&part.file, part.stamp) else { continue };
@@ -392,6 +467,19 @@ impl Fill {
                     retry_read(p); // shorter than fstat said: changed while read
                 }
             }
+            State::Listing => {
+                if done {
+                    return;
+                }
+                p.file = None;
+                if result < 0 {
+                    p.state = State::Failed(-result);
+                } else {
+                    let html = std::mem::take(&mut p.buf).into_boxed_slice();
+                    p.bytes = Some(Bytes::Copied(html));
+                    p.state = State::Ready;
+                }
+            }
             _ => debug_assert!(false, "completion for part {part} in state {:?}", p.state),
         }
         if self.in_flight == 0 && !done {
@@ -401,7 +489,11 @@ impl Fill {
 
     /// With nothing in flight: moves to the next stage, or concludes.
     fn advance(&mut self) {
-        if self.parts.iter().any(|p| matches!(p.state, State::ToOpen | State::ToRead)) {
+        if self
+            .parts
+            .iter()
+            .any(|p| matches!(p.state, State::ToOpen | State::ToRead | State::ToList))
+        {
             return; // retries to request first
         }
         match self.stage {
@@ -446,6 +538,19 @@ impl Fill {
             Ok(meta) => meta,
             Err(e) => return self.conclude(Outcome::Answer(answer_for_error(&e), None)),
         };
+        if self.listing {
+            if !meta.is_dir() {
+                return self.conclude(Outcome::Answer(Answer::Missing, None));
+            }
+            // Listed anew at every fill: a file changing inside changes sizes and times, not
+            // the directory's own stamp.
+            file.stamp = Some(Stamp::of(&meta));
+            file.buf.clear();
+            self.listing_json.clear();
+            file.state = State::ToList;
+            self.stage = Stage::Reading;
+            return;
+        }
         if meta.is_dir() {
             return self.conclude(Outcome::Answer(Answer::Directory, None));
         }
@@ -515,6 +620,9 @@ impl Fill {
 
     /// Every body is ready: the entry, with its variants.
     fn build(&mut self) {
+        if self.listing {
+            return self.build_listing();
+        }
         let content_type = super::mime::content_type(&file_name(&self.key));
         let extra = &self.extra;
         let mut take = |v: usize, encoding: Option<&str>, vary: bool| -> Option<Entry> {
@@ -533,6 +641,37 @@ impl Fill {
         entry.gzip = gzip;
         let dir = self.dir_now;
         self.conclude(Outcome::Answer(Answer::File(Arc::new(entry)), dir));
+    }
+}
+
+impl Fill {
+    /// The listing's HTML entry, with its JSON form beside it. Their validators come from the
+    /// directory's stamp and each body's length.
+    fn build_listing(&mut self) {
+        let p = &mut self.parts[FILE];
+        let (Some(Bytes::Copied(html)), Some(dir)) = (p.bytes.take(), p.stamp) else {
+            let e = io::Error::from_raw_os_error(libc::EIO);
+            return self.conclude(Outcome::Answer(answer_for_error(&e), None));
+        };
+        let mut extra = std::mem::take(&mut self.extra);
+        extra.extend_from_slice(b"Vary: Accept\r\n");
+        let json = std::mem::take(&mut self.listing_json).into_boxed_slice();
+        let json_stamp = Stamp { len: json.len() as u64, ..dir };
+        let json =
+            Entry::build(Bytes::Copied(json), json_stamp, "application/json", None, false, &extra);
+        let html_stamp = Stamp { len: html.len() as u64, ..dir };
+        let mut entry = Entry::build(
+            Bytes::Copied(html),
+            html_stamp,
+            "text/html; charset=utf-8",
+            None,
+            false,
+            &extra,
+        );
+        self.extra = extra;
+        entry.json = Some(Arc::new(json));
+        let dir_now = self.dir_now;
+        self.conclude(Outcome::Answer(Answer::File(Arc::new(entry)), dir_now));
     }
 }
 
@@ -602,8 +741,9 @@ fn file_name(key: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-/// Performs a request with plain system calls (the blocking engine, and warm-up).
-pub(super) fn perform(request: Request) -> i32 {
+/// Performs a request with plain system calls (the blocking engine, and warm-up);
+/// `root_path` is the root's canonical path (listings check symbolic links against it).
+pub(super) fn perform(request: Request, root_path: &std::path::Path) -> i32 {
     let rc = match request {
         // SAFETY: `path` is NUL-terminated and `how` a live open_how of the size passed, both
         // inside the fill, which outlives the call.
@@ -620,6 +760,8 @@ pub(super) fn perform(request: Request) -> i32 {
         Request::Read { fd, buf, len, .. } => unsafe {
             libc::pread(fd, buf.cast(), len as usize, 0) as libc::c_long
         },
+        // SAFETY: the fill outlives this synchronous call and is not touched meanwhile.
+        Request::List(list) => return unsafe { list.perform(root_path) },
     };
     if rc < 0 {
         -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)

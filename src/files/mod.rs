@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod fill;
+pub mod listing;
 pub mod mime;
 pub mod resolve;
 mod watch;
@@ -83,6 +84,8 @@ pub struct Entry {
     pub br: Option<Arc<Entry>>,
     /// `FILE.gz`, if it exists beside the file.
     pub gzip: Option<Arc<Entry>>,
+    /// For a directory listing (this entry is its HTML): the same listing as JSON.
+    pub json: Option<Arc<Entry>>,
 }
 
 impl Entry {
@@ -126,6 +129,7 @@ impl Entry {
             meta: meta.into_boxed_slice(),
             br: None,
             gzip: None,
+            json: None,
         }
     }
 
@@ -170,7 +174,8 @@ impl Entry {
             Bytes::Empty | Bytes::Copied(_) => self.len as usize,
         };
         let own = body + self.fields_200.len() + self.type_line.len() + self.meta.len();
-        own + self.br.as_ref().map_or(0, |e| e.weight())
+        own + self.json.as_ref().map_or(0, |e| e.weight())
+            + self.br.as_ref().map_or(0, |e| e.weight())
             + self.gzip.as_ref().map_or(0, |e| e.weight())
     }
 }

@@ -76,6 +76,8 @@ pub struct Request<'a> {
     pub if_range: Option<&'a [u8]>,
     /// `Accept-Encoding` value.
     pub accept_encoding: Option<&'a [u8]>,
+    /// `Accept` value (a directory listing's JSON form).
+    pub accept: Option<&'a [u8]>,
     /// `Referer` value (for the access log).
     pub referer: Option<&'a [u8]>,
     /// `User-Agent` value (for the access log).
@@ -97,8 +99,11 @@ impl Default for ParseLimits {
     }
 }
 
-/// Result of parsing the start of a buffer.
+/// Result of parsing the start of a buffer. Returned by value once per request and never
+/// stored, so the size of the `Complete` variant costs nothing, and boxing it would allocate
+/// per request.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed<'a> {
     /// A whole head; `head_len` bytes of input belong to it.
     Complete(Request<'a>),
@@ -212,6 +217,7 @@ fn interpret<'a>(req: &httparse::Request<'_, 'a>, head_len: usize) -> Result<Req
         range: None,
         if_range: None,
         accept_encoding: None,
+        accept: None,
         referer: None,
         user_agent: None,
     };
@@ -238,6 +244,7 @@ fn read_fields<'a>(
             4 if name.eq_ignore_ascii_case(b"host") => host_count += 1,
             5 if name.eq_ignore_ascii_case(b"range") => request.range = Some(value),
             7 if name.eq_ignore_ascii_case(b"referer") => request.referer = Some(value),
+            6 if name.eq_ignore_ascii_case(b"accept") => request.accept = Some(value),
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 request.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
             }

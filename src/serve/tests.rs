@@ -1,7 +1,7 @@
 use super::*;
-use crate::site::Site;
 use crate::files::CacheLimits;
 use crate::http::date::DateCache;
+use crate::site::Site;
 
 fn root() -> (tempfile::TempDir, FileCache) {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +42,8 @@ fn run(cache: &mut FileCache, input: &[u8]) -> (Step, String) {
             Step::Miss(of) => {
                 let mut key: KeyBuffer = [0; std::mem::size_of::<KeyBuffer>()];
                 let site = Site::default();
-                let key = miss_key(input, &limits, &site, of, &mut key).expect("a miss names a key");
+                let key =
+                    miss_key(input, &limits, &site, of, &mut key).expect("a miss names a key");
                 cache.fill(key, 0);
             }
             step => break step,

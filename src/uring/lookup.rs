@@ -108,6 +108,7 @@ impl Worker {
     fn submit_requests(&mut self, job: u32, fill: &mut Fill) {
         let generation = self.lookups.jobs[job as usize].generation;
         let ring = &mut self.ring;
+        let lister = &self.lister;
         self.files.requests(fill, |request| {
             let part = request.part() as u32;
             let token = Token {
@@ -124,6 +125,18 @@ impl Worker {
                 }
                 Request::Read { fd, buf, len, .. } => {
                     opcode::Read::new(types::Fd(fd), buf, len).offset(0).build()
+                }
+                Request::List(list) => {
+                    // A lister exists whenever listings are asked for (`--autoindex`). If it is
+                    // gone, the fill gets an error (a read of descriptor -1 fails with EBADF:
+                    // a 500), never waits forever.
+                    let queued = lister.as_ref().is_some_and(|l| l.submit(list, token.pack()));
+                    if !queued {
+                        let failing = opcode::Read::new(types::Fd(-1), std::ptr::null_mut(), 0);
+                        // SAFETY: a read of no bytes into no buffer: nothing is pointed to.
+                        unsafe { ring::push(ring, &failing.build().user_data(token.pack())) };
+                    }
+                    return;
                 }
             };
             // SAFETY: the path, open_how and read buffer live inside the boxed fill, which the

@@ -9,6 +9,7 @@
 
 pub mod buf_ring;
 mod close;
+mod lister;
 mod lookup;
 mod observe;
 pub mod pool;
@@ -127,6 +128,8 @@ pub struct Worker {
     peer_addrs: Box<[libc::sockaddr_in6]>,
     /// Bytes of the listener's address family's sockaddr (what SO_PEERNAME fills).
     peer_addr_len: u32,
+    /// The thread that lists directories for fills (with `--autoindex`).
+    lister: Option<lister::Lister>,
 }
 
 impl Worker {
@@ -168,6 +171,14 @@ impl Worker {
         } else {
             std::mem::size_of::<libc::sockaddr_in6>()
         } as u32;
+        let lister = if config.site.autoindex {
+            Some(
+                lister::Lister::start(config.root.clone())
+                    .map_err(|source| Error::Os { what: "start the lister thread", source })?,
+            )
+        } else {
+            None
+        };
         Ok(Worker {
             ring,
             bufs,
@@ -216,6 +227,7 @@ impl Worker {
             peers: vec![PeerText::default(); peers].into_boxed_slice(),
             peer_addrs: vec![zero_addr; peers].into_boxed_slice(),
             peer_addr_len,
+            lister,
         })
     }
 
@@ -225,6 +237,7 @@ impl Worker {
         self.arm_tick();
         self.arm_wake();
         self.arm_watch();
+        self.arm_lister();
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(CQE_BATCH_COUNT);
         // The event loop: the one loop that does not end by itself; it ends when a drain
         // completes.
@@ -284,6 +297,7 @@ impl Worker {
             }
             Op::Peer => self.on_peer(token, result),
             Op::LogWrite => self.on_log_written(result),
+            Op::Listed => self.on_listed(result),
             Op::Wake => self.on_wake(result),
             Op::Reject => {}
         }

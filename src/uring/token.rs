@@ -38,6 +38,8 @@ pub enum Op {
     Peer = 14,
     /// Write of the access log's buffer.
     LogWrite = 15,
+    /// Read of the lister thread's eventfd: directory listings finished.
+    Listed = 16,
 }
 
 impl Op {
@@ -58,6 +60,7 @@ impl Op {
             13 => Op::WatchPoll,
             14 => Op::Peer,
             15 => Op::LogWrite,
+            16 => Op::Listed,
             _ => return None,
         })
     }

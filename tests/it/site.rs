@@ -149,3 +149,103 @@ fn chromium_opens_a_single_page_app_through_a_deep_link() {
     let dom = crate::browser::run_chromium(&binary, profile.path(), &["--dump-dom".into(), url]);
     assert!(dom.contains("data-route=\"/users/42/settings\""), "the app did not run: {dom}");
 }
+
+/// A directory of names that need escaping in HTML and in links, a hidden file, a subdirectory
+/// and symbolic links inside and outside the root.
+fn listed(root: &std::path::Path) {
+    let docs = root.join("docs");
+    std::fs::create_dir_all(docs.join("sub")).unwrap();
+    std::fs::write(docs.join("<img src=x onerror=alert(1)>"), "x").unwrap();
+    std::fs::write(docs.join("a \"b\" & c?#%.txt"), "quoted").unwrap();
+    std::fs::write(docs.join(".secret"), "hidden").unwrap();
+    std::fs::write(root.join("inside.txt"), "in").unwrap();
+    std::os::unix::fs::symlink("../inside.txt", docs.join("link-in")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", docs.join("link-out")).unwrap();
+}
+
+#[test]
+fn autoindex_lists_escaped_names_as_html_and_json() {
+    for engine in ENGINES {
+        let server = Server::start(listed, &with_engine(&["--autoindex"], engine));
+        let page = get(&server, "GET /docs/ HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(page.status, 200, "{engine:?}");
+        assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(page.header("vary"), Some("Accept"));
+        let html = String::from_utf8_lossy(&page.body).into_owned();
+        assert!(!html.contains("<img"), "{engine:?}: a name is text, never markup: {html}");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(html.contains("a &quot;b&quot; &amp; c?#%.txt"));
+        assert!(!html.contains(".secret"), "hidden files are left out");
+        assert!(html.contains("link-in") && !html.contains("link-out"), "{html}");
+        assert!(html.find("sub/").unwrap() < html.find("link-in").unwrap(), "directories first");
+        // Every link leads to its file.
+        let href = html
+            .split("href=\"")
+            .filter_map(|h| h.split('"').next())
+            .find(|h| h.starts_with("a%20"));
+        let href = href.expect("a link for the quoted name");
+        let file = get(&server, &format!("GET /docs/{href} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!((file.status, file.body.as_slice()), (200, &b"quoted"[..]), "{href}");
+        let json =
+            get(&server, "GET /docs/ HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\n\r\n");
+        assert_eq!(json.header("content-type"), Some("application/json"));
+        let value: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+        let names: Vec<&str> =
+            value.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["sub", "<img src=x onerror=alert(1)>", "a \"b\" & c?#%.txt", "link-in"]);
+        assert_eq!(value[2]["size"], 6);
+        assert_eq!(value[0]["type"], "directory");
+        // Changes show: a new file is listed on the next request.
+        std::fs::write(server.root().join("docs/new.txt"), "n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let page = get(&server, "GET /docs/ HTTP/1.1\r\nHost: t\r\n\r\n");
+            if String::from_utf8_lossy(&page.body).contains("new.txt") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{engine:?}: the new file never showed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let plain = get(&server, "GET /nothing/ HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(plain.status, 404);
+    }
+    let hidden = Server::start(listed, &["--autoindex-hidden"]);
+    let page = get(&hidden, "GET /docs/ HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(String::from_utf8_lossy(&page.body).contains(".secret"));
+    let off = Server::start(listed, &[]);
+    assert_eq!(get(&off, "GET /docs/ HTTP/1.1\r\nHost: t\r\n\r\n").status, 404);
+}
+
+#[test]
+fn a_huge_listing_does_not_hold_up_other_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge");
+    std::fs::create_dir(&huge).unwrap();
+    for i in 0..100_000 {
+        std::fs::File::create(huge.join(format!("file-{i:06}.txt"))).unwrap();
+    }
+    std::fs::write(dir.path().join("small.txt"), "small").unwrap();
+    let server = Server::start_at(dir.path(), &["--autoindex", "--threads", "1"]);
+    assert_eq!(get(&server, "GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    // The listing is asked for first; a request on another connection, sent after it to the
+    // same (single) worker, is answered before the listing is done.
+    let mut slow = server.connect();
+    std::io::Write::write_all(&mut slow, b"GET /huge/ HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let fast = get(&server, "GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(fast.status, 200);
+    let mut buf = [0u8; 1];
+    slow.set_nonblocking(true).unwrap();
+    let pending = matches!(std::io::Read::read(&mut slow, &mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(pending, "the small file was answered while the listing was still being made");
+    slow.set_nonblocking(false).unwrap();
+    let page = read_response(&mut std::io::BufReader::new(slow), false);
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains("first 10000 of 100000 entries"),
+        "bounded: {}",
+        &html[html.len() - 200..]
+    );
+    assert!(html.contains("file-000000.txt") && !html.contains("file-010000.txt"));
+}
