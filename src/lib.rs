@@ -3,6 +3,7 @@
 //! # Layout
 //! - `config`: the CLI and the validated `Config`.
 //! - `limits`: every bound, with units in names and a line on why.
+//! - `listen`: `--addr` values, binding them, sockets passed by systemd.
 //! - `http`: sans-I/O HTTP/1.1: request parsing, response heads, the cached Date.
 //! - `files`: the on-demand file cache: files read or mapped with precomputed header fields, path
 //!   resolution (the traversal policy), the MIME table.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod limits;
+pub mod listen;
 pub mod observe;
 pub mod serve;
 pub mod server;

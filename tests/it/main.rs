@@ -13,6 +13,7 @@
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `lifecycle`: files changing under the server, graceful shutdown.
 //! - `limits`: every timeout and limit, with small flag values.
+//! - `listeners`: several addresses (IPv4 and IPv6), unusable ones, systemd socket activation.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
 //! - `engines`: one conformance run against each engine (io_uring and blocking).
 //! - `hostile`: clients that never read, truncated and growing files, bodies and half-closes
@@ -34,6 +35,7 @@ mod hostile;
 mod large;
 mod lifecycle;
 mod limits;
+mod listeners;
 mod observe;
 mod pipelining;
 mod property;
