@@ -28,6 +28,12 @@ pub struct Cli {
           action = clap::ArgAction::Append)]
     pub addr: Vec<ListenSpec>,
 
+    /// Read settings from this TOML file: `key = value` lines with the long flags' names
+    /// (`root = "/srv/www"`, `addr = ["0.0.0.0:80", "[::]:80"]`, `threads = 4`, `warm = true`).
+    /// Flags given on the command line override the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// I/O engine: `uring` (one io_uring per worker) or `blocking` (a thread per connection,
     /// for comparison, or where io_uring is unavailable).
     #[arg(long, value_enum, default_value_t = Engine::Uring)]

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `config`: the CLI and the validated `Config`.
+//! - `config_file`: `--config FILE` (TOML), turned into flags under the command line's.
 //! - `limits`: every bound, with units in names and a line on why.
 //! - `listen`: `--addr` values, binding them, sockets passed by systemd.
 //! - `http`: sans-I/O HTTP/1.1: request parsing, response heads, the cached Date.
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod blocking;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod files;
 pub mod http;

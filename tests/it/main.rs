@@ -12,6 +12,7 @@
 //!   checked against the versions its file had.
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `lifecycle`: files changing under the server, graceful shutdown.
+//! - `config_file`: `--config FILE`: settings from TOML, overridden by flags, errors by line.
 //! - `limits`: every timeout and limit, with small flag values.
 //! - `listeners`: several addresses (IPv4 and IPv6), unusable ones, systemd socket activation.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
@@ -30,6 +31,7 @@ mod adversarial;
 mod basics;
 mod browser;
 mod cache;
+mod config_file;
 mod engines;
 mod hostile;
 mod large;
