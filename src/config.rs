@@ -28,9 +28,10 @@ pub struct Cli {
           action = clap::ArgAction::Append)]
     pub addr: Vec<ListenSpec>,
 
-    /// Read settings from this TOML file: `key = value` lines with the long flags' names
-    /// (`root = "/srv/www"`, `addr = ["0.0.0.0:80", "[::]:80"]`, `threads = 4`, `warm = true`).
-    /// Flags given on the command line override the file.
+    /// Read settings from this TOML file: top-level `key = value` lines named like the long
+    /// flags (`access-log` or `access_log`): `root = "/srv/www"`, `addr = ["0.0.0.0:80",
+    /// "[::]:80"]` (a list for a repeatable flag), `threads = 4`, `warm = true` (a switch).
+    /// Flags given on the command line override the file; a repeatable one replaces its list.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
