@@ -46,14 +46,22 @@ impl fmt::Display for Error {
 }
 
 impl Error {
-    /// The long option (config-file key) a start-up error is about, if it is about one.
-    pub fn option(&self) -> Option<&'static str> {
+    /// The long option (config-file key) a start-up error is about, if it is about one: the
+    /// option of a root, address or log error, or the `--flag` a usage message starts with.
+    pub fn option(&self) -> Option<&str> {
         match self {
             Error::Root { .. } => Some("root"),
             Error::Bind { flag, .. } => Some(flag.trim_start_matches('-')),
             Error::Listen { .. } => Some("addr"),
             Error::AccessLog { .. } => Some("access-log"),
-            Error::Usage(_) | Error::Uring { .. } | Error::Os { .. } => None,
+            Error::Usage(message) => {
+                let name = message.strip_prefix("--")?;
+                let end = name
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .unwrap_or(name.len());
+                (end > 0).then(|| &name[..end])
+            }
+            Error::Uring { .. } | Error::Os { .. } => None,
         }
     }
 }
@@ -118,5 +126,31 @@ impl std::error::Error for Error {
             | Error::Os { source, .. } => Some(source),
             Error::Usage(_) | Error::Listen { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_option_they_are_about() {
+        let usage = |m: &str| Error::Usage(m.to_string());
+        assert_eq!(usage("--fallback /x.html: not found").option(), Some("fallback"));
+        assert_eq!(usage("--error-page=404").option(), Some("error-page"));
+        assert_eq!(usage("bad usage").option(), None);
+        assert_eq!(usage("--").option(), None);
+        let listen = Error::Listen { addr: "systemd".into(), reason: "none".into() };
+        assert_eq!(listen.option(), Some("addr"));
+        let bind = Error::Bind {
+            flag: "--admin-addr",
+            addr: "127.0.0.1:1".into(),
+            source: io::Error::from_raw_os_error(libc::EADDRINUSE),
+        };
+        assert_eq!(bind.option(), Some("admin-addr"));
+        assert!(bind.to_string().starts_with(
+            "--admin-addr 127.0.0.1:1: cannot listen: address \
+                                               already in use (another server"
+        ));
     }
 }
