@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,11 +28,15 @@ use crate::serve::{self, KeyBuffer, Session, Shared};
 /// default 8 MiB would reserve 80 GiB of address space.
 pub const CONNECTION_STACK_BYTES: usize = 256 * 1024;
 
-/// Shared between the accept thread, connection threads and the stopper.
+/// Shared between the accept threads, connection threads and the stopper.
 pub struct Control {
     stopping: AtomicBool,
-    listener_fd: RawFd,
-    /// Open connections by id, so a stop can wake the threads blocked in `read`.
+    /// An eventfd every accept thread polls beside its listener; a stop makes it readable
+    /// (and nobody reads it, so it stays so). Listeners are never shut down: one systemd
+    /// passed must still listen after we exit, for the next start.
+    stop_fd: OwnedFd,
+    /// Open connections by id, so a stop can wake the threads blocked in `read`; its size is
+    /// the connection count all accept threads check against the limit.
     open: Mutex<HashMap<u64, RawFd>>,
     next_id: AtomicU64,
 }
@@ -41,9 +45,9 @@ impl Control {
     /// Stops accepting and wakes idle connections; responses being written finish.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        // SAFETY: shutdown on descriptors we own (or that were closed, which returns EBADF/
-        // ENOTCONN harmlessly); SHUT_RD wakes a blocked accept/read without touching writes.
-        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RD) };
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to the eventfd we own.
+        unsafe { libc::write(self.stop_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
         for fd in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
             // SAFETY: as above; the map holds only descriptors of live connection threads.
             unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
@@ -54,17 +58,24 @@ impl Control {
 /// A thread running an engine; it returns the engine's counters when it stops.
 pub type EngineThread = JoinHandle<Result<Counters, crate::Error>>;
 
-/// Starts the accept thread on `listener`.
+/// Starts an accept thread per listener, and the thread that returns the engine's counters
+/// once they all stopped.
 pub fn start(
     config: &Config,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     files: FileCache,
     recorder: Recorder,
     log: Option<LogSink>,
 ) -> std::io::Result<(EngineThread, Arc<Control>)> {
+    // SAFETY: eventfd has no pointer arguments; the result is checked before use.
+    let stop_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if stop_fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     let control = Arc::new(Control {
         stopping: AtomicBool::new(false),
-        listener_fd: listener.as_raw_fd(),
+        // SAFETY: a fresh descriptor nothing else owns.
+        stop_fd: unsafe { OwnedFd::from_raw_fd(stop_fd) },
         open: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
     });
@@ -89,10 +100,34 @@ pub fn start(
             .name("ringserve-watch".into())
             .spawn(move || watch_loop(fd, &files, &control))?;
     }
-    let accept_control = Arc::clone(&control);
-    let handle = std::thread::Builder::new()
-        .name("ringserve-accept".into())
-        .spawn(move || accept_loop(listener, settings, files, accept_control))?;
+    let mut accepting = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        // Accepts follow a poll, and must not block if the connection went away meanwhile.
+        listener.set_nonblocking(true)?;
+        let (settings, files, accept_control) =
+            (Arc::clone(&settings), Arc::clone(&files), Arc::clone(&control));
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringserve-accept-{index}"))
+            .spawn(move || accept_loop(&listener, &settings, &files, &accept_control));
+        match spawned {
+            Ok(handle) => accepting.push(handle),
+            Err(e) => {
+                control.stop();
+                for handle in accepting {
+                    let _ = handle.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let handle = std::thread::Builder::new().name("ringserve-engine".into()).spawn(move || {
+        for handle in accepting {
+            let _ = handle.join();
+        }
+        files.publish_cache();
+        files.flush_log();
+        Ok(files.recorder.stats.snapshot())
+    })?;
     Ok((handle, control))
 }
 
@@ -196,18 +231,29 @@ impl From<&Config> for Settings {
     }
 }
 
+/// Accepts on one listener until the server stops, a thread per connection; returns when
+/// every connection it started has ended.
 fn accept_loop(
-    listener: TcpListener,
-    settings: Arc<Settings>,
-    files: Arc<Files>,
-    control: Arc<Control>,
-) -> Result<Counters, crate::Error> {
+    listener: &TcpListener,
+    settings: &Arc<Settings>,
+    files: &Arc<Files>,
+    control: &Arc<Control>,
+) {
     let stats = &files.recorder.stats;
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut polls = [
+        libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: control.stop_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
     while !control.stopping.load(Ordering::Acquire) {
+        // SAFETY: two live pollfds; no timeout: a stop makes the eventfd readable.
+        let ready = unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) };
+        if ready < 0 || polls[1].revents != 0 {
+            continue; // EINTR, or stopping (the loop condition)
+        }
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(_) if control.stopping.load(Ordering::Acquire) => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
             Err(_) => {
                 // EMFILE and friends: back off instead of spinning.
                 stats.count(Event::AcceptError, true);
@@ -216,7 +262,8 @@ fn accept_loop(
             }
         };
         threads.retain(|t| !t.is_finished());
-        if threads.len() >= settings.max_connections {
+        let open = control.open.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if open >= settings.max_connections {
             stats.count(Event::Refused, true);
             continue; // dropped: closed at once
         }
@@ -224,7 +271,7 @@ fn accept_loop(
         let id = control.next_id.fetch_add(1, Ordering::Relaxed);
         control.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stream.as_raw_fd());
         let (settings, files, conn_control) =
-            (Arc::clone(&settings), Arc::clone(&files), Arc::clone(&control));
+            (Arc::clone(settings), Arc::clone(files), Arc::clone(control));
         let spawned =
             std::thread::Builder::new().stack_size(CONNECTION_STACK_BYTES).spawn(move || {
                 Connection::new(stream, &settings, files).run();
@@ -241,9 +288,6 @@ fn accept_loop(
     for thread in threads {
         let _ = thread.join();
     }
-    files.publish_cache();
-    files.flush_log();
-    Ok(stats.snapshot())
 }
 
 /// One connection's thread state.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits;
+use crate::listen::ListenSpec;
 use crate::observe::access_log::LogFormat;
 
 /// A static-file HTTP/1.1 server whose socket I/O all goes through io_uring.
@@ -18,9 +19,21 @@ pub struct Cli {
     #[arg(long, default_value = "static", value_name = "DIR")]
     pub root: PathBuf,
 
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8000", value_name = "HOST:PORT")]
-    pub addr: SocketAddr,
+    /// Address to listen on; repeat it for several (every worker accepts on all of them).
+    /// IPv6 in brackets: `[::]:8000` (IPv6 only; add `0.0.0.0:8000` for IPv4 too), `[::1]:8000`.
+    /// Port 0 picks a free port (printed on start). `systemd` takes every socket systemd's
+    /// socket activation passed in (LISTEN_FDS), `systemd:N` the N-th counting from 0, and
+    /// `systemd:NAME` the one with that FileDescriptorName=.
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "HOST:PORT|systemd[:N]",
+          action = clap::ArgAction::Append)]
+    pub addr: Vec<ListenSpec>,
+
+    /// Read settings from this TOML file: top-level `key = value` lines named like the long
+    /// flags (`access-log` or `access_log`): `root = "/srv/www"`, `addr = ["0.0.0.0:80",
+    /// "[::]:80"]` (a list for a repeatable flag), `threads = 4`, `warm = true` (a switch).
+    /// Flags given on the command line override the file; a repeatable one replaces its list.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// I/O engine: `uring` (one io_uring per worker) or `blocking` (a thread per connection,
     /// for comparison, or where io_uring is unavailable).
@@ -174,8 +187,9 @@ impl Engine {
 pub struct Config {
     /// Canonical path of the directory served.
     pub root: PathBuf,
-    /// Address every worker's listener binds (with SO_REUSEPORT).
-    pub addr: SocketAddr,
+    /// Where to listen: addresses every worker binds (with SO_REUSEPORT), or sockets systemd
+    /// passed in.
+    pub addrs: Vec<ListenSpec>,
     /// The I/O engine.
     pub engine: Engine,
     /// Number of workers, each with its own ring.
@@ -219,6 +233,7 @@ impl Config {
                 source: std::io::Error::other("not a directory"),
             });
         }
+        crate::listen::check_specs(&cli.addr)?;
         let options = crate::site::SiteOptions {
             headers: cli.header.clone(),
             cache_control: cli.cache_control.clone(),
@@ -234,7 +249,7 @@ impl Config {
         };
         Ok(Config {
             root,
-            addr: cli.addr,
+            addrs: cli.addr,
             engine: cli.engine,
             threads,
             header_timeout: Duration::from_secs(cli.header_timeout.into()),

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Why the server could not start or keep running.
@@ -13,8 +12,11 @@ pub enum Error {
     Usage(String),
     /// The document root is missing or unreadable.
     Root { path: PathBuf, source: io::Error },
-    /// The listening socket could not be set up.
-    Bind { addr: SocketAddr, source: io::Error },
+    /// A listening socket could not be set up: `flag` and `addr` are the option and the value
+    /// it was given (`--addr`, `[::]:80`).
+    Bind { flag: &'static str, addr: String, source: io::Error },
+    /// An `--addr` value that cannot be used (given twice, or sockets systemd did not pass).
+    Listen { addr: String, reason: String },
     /// io_uring is unavailable or lacks a feature ringserve needs.
     Uring { what: &'static str, source: io::Error },
     /// The access log could not be opened.
@@ -30,12 +32,10 @@ impl fmt::Display for Error {
             Error::Root { path, source } => {
                 write!(f, "cannot serve root {}: {source}", path.display())
             }
-            Error::Bind { addr, source } if source.kind() == io::ErrorKind::AddrInUse => write!(
-                f,
-                "cannot listen on {addr}: address already in use (another server is running \
-                 there; pick another with --addr)"
-            ),
-            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::Bind { flag, addr, source } => {
+                write!(f, "{flag} {addr}: cannot listen: {}", bind_message(flag, source))
+            }
+            Error::Listen { addr, reason } => write!(f, "--addr {addr}: {reason}"),
             Error::Uring { what, source } => write!(f, "{}", uring_message(what, source)),
             Error::AccessLog { path, source } => {
                 write!(f, "cannot open access log {}: {source}", path.display())
@@ -43,6 +43,50 @@ impl fmt::Display for Error {
             Error::Os { what, source } => write!(f, "{what}: {source}"),
         }
     }
+}
+
+impl Error {
+    /// The long option (config-file key) a start-up error is about, if it is about one: the
+    /// option of a root, address or log error, or the `--flag` a usage message starts with.
+    pub fn option(&self) -> Option<&str> {
+        match self {
+            Error::Root { .. } => Some("root"),
+            Error::Bind { flag, .. } => Some(flag.trim_start_matches('-')),
+            Error::Listen { .. } => Some("addr"),
+            Error::AccessLog { .. } => Some("access-log"),
+            Error::Usage(message) => {
+                let name = message.strip_prefix("--")?;
+                let end = name
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .unwrap_or(name.len());
+                (end > 0).then(|| &name[..end])
+            }
+            Error::Uring { .. } | Error::Os { .. } => None,
+        }
+    }
+}
+
+/// Why a bind failed, with what to do about it when the errno says.
+fn bind_message(flag: &str, source: &io::Error) -> String {
+    let hint = match source.raw_os_error() {
+        Some(libc::EADDRINUSE) => {
+            format!("another server is running there; pick another with {flag}")
+        }
+        Some(libc::EADDRNOTAVAIL) => "it is not an address of this machine".to_string(),
+        Some(libc::EACCES) => "ports below 1024 need root or CAP_NET_BIND_SERVICE; or let \
+                               systemd pass the socket (--addr systemd, see \
+                               contrib/ringserve.socket)"
+            .to_string(),
+        Some(libc::EAFNOSUPPORT) => {
+            "this machine has that address family (IPv6?) disabled".to_string()
+        }
+        _ => return source.to_string(),
+    };
+    let text = match source.raw_os_error() {
+        Some(libc::EADDRINUSE) => "address already in use".to_string(),
+        _ => source.to_string(),
+    };
+    format!("{text} ({hint})")
 }
 
 /// The io_uring failure with the reason and the fix, as specific as the errno allows.
@@ -80,7 +124,33 @@ impl std::error::Error for Error {
             | Error::Uring { source, .. }
             | Error::AccessLog { source, .. }
             | Error::Os { source, .. } => Some(source),
-            Error::Usage(_) => None,
+            Error::Usage(_) | Error::Listen { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_option_they_are_about() {
+        let usage = |m: &str| Error::Usage(m.to_string());
+        assert_eq!(usage("--fallback /x.html: not found").option(), Some("fallback"));
+        assert_eq!(usage("--error-page=404").option(), Some("error-page"));
+        assert_eq!(usage("bad usage").option(), None);
+        assert_eq!(usage("--").option(), None);
+        let listen = Error::Listen { addr: "systemd".into(), reason: "none".into() };
+        assert_eq!(listen.option(), Some("addr"));
+        let bind = Error::Bind {
+            flag: "--admin-addr",
+            addr: "127.0.0.1:1".into(),
+            source: io::Error::from_raw_os_error(libc::EADDRINUSE),
+        };
+        assert_eq!(bind.option(), Some("admin-addr"));
+        assert!(bind.to_string().starts_with(
+            "--admin-addr 127.0.0.1:1: cannot listen: address \
+                                               already in use (another server"
+        ));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - `config`: the CLI and the validated `Config`.
+//! - `config_file`: `--config FILE` (TOML), turned into flags under the command line's.
 //! - `limits`: every bound, with units in names and a line on why.
+//! - `listen`: `--addr` values, binding them, sockets passed by systemd.
 //! - `http`: sans-I/O HTTP/1.1: request parsing, response heads, the cached Date.
 //! - `files`: the on-demand file cache: files read or mapped with precomputed header fields, path
 //!   resolution (the traversal policy), the MIME table.
@@ -18,10 +20,12 @@
 pub mod batch;
 pub mod blocking;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod files;
 pub mod http;
 pub mod limits;
+pub mod listen;
 pub mod observe;
 pub mod serve;
 pub mod server;

@@ -1,24 +1,28 @@
-//! The `ringserve` binary: parse flags, start the server, print one line, serve until SIGINT or
+//! The `ringserve` binary: parse flags (under a `--config` file's), start the server, print one line, serve until SIGINT or
 //! SIGTERM (SIGUSR1 reopens the access log), drain, exit 0. Any start-up error is one line on
 //! stderr, with a timestamp, and exit code 2.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use ringserve::config_file::{self, ArgsError};
 use ringserve::observe::access_log::now_secs;
 use ringserve::{Cli, Config, Error, Server};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
+    let (cli, sources) = match config_file::parse_args(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(ArgsError::File(message)) => {
+            eprintln!("ringserve: {message}");
+            return ExitCode::from(2);
+        }
+        Err(ArgsError::Clap(e)) if e.use_stderr() => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad usage");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("ringserve: {first} (see --help)");
             return ExitCode::from(2);
         }
-        Err(e) => {
+        Err(ArgsError::Clap(e)) => {
             let _ = e.print(); // --help, --version
             return ExitCode::SUCCESS;
         }
@@ -27,7 +31,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let stamp = ringserve::observe::errlog::timestamp(now_secs());
-            eprintln!("{stamp} ringserve: {e}");
+            // An error about a value the config file gave names the file and line.
+            match e.option().and_then(|option| sources.locate(option)) {
+                Some(place) => eprintln!("{stamp} ringserve: {place}: {e}"),
+                None => eprintln!("{stamp} ringserve: {e}"),
+            }
             ExitCode::from(2)
         }
     }

@@ -1,5 +1,5 @@
-//! Starting and stopping a server: open the root (and warm the file cache if asked), bind one
-//! SO_REUSEPORT listener per worker,
+//! Starting and stopping a server: bind every listener (`listen`), open the root (and warm the
+//! file cache if asked), give every worker a socket per listener,
 //! start the workers (each builds its own ring on its own thread and reports back before
 //! `start` returns, so a missing io_uring is a start-up error, not a dead thread), and stop them
 //! through an eventfd each worker's ring is reading.
@@ -10,12 +10,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use crate::blocking;
 use crate::config::{Config, Engine};
 use crate::files::{CacheLimits, FileCache};
-use crate::limits::RECV_WINDOW_BYTES;
+use crate::listen::{self, Listener};
 use crate::observe::admin::Admin;
 use crate::observe::errlog::{self, Kind};
 use crate::observe::log_sink::{LogSink, LogTarget};
@@ -24,13 +22,10 @@ use crate::observe::Recorder;
 use crate::uring::Worker;
 use crate::Error;
 
-/// Pending connections the kernel queues per listener before refusing (nginx uses 511 by
-/// default; we run benchmarks with 10,000 connections opening at once).
-pub const LISTEN_BACKLOG_COUNT: i32 = 4096;
-
 /// A running server.
 pub struct Server {
-    addr: SocketAddr,
+    /// Where it listens (never empty: `listen::open` fails on no address).
+    addrs: Vec<SocketAddr>,
     /// Files put in the cache at start-up (`--warm`), if it was warmed.
     warmed: Option<usize>,
     threads: usize,
@@ -77,9 +72,12 @@ impl Stopper {
 }
 
 impl Server {
-    /// Opens the root, binds, and starts `config.threads` workers.
+    /// Binds (or takes over) every listener, opens the root and the access log, and starts
+    /// `config.threads` workers. Listeners come first: systemd's sockets are taken before any
+    /// other descriptor is opened, and a bad address fails before a long `--warm`.
     pub fn start(config: &Config) -> Result<Server, Error> {
         raise_fd_limit();
+        let listeners = listen::open(&config.addrs)?;
         let registry = Arc::new(Registry::default());
         let log = match &config.access_log {
             Some((path, _)) => Some(Arc::new(
@@ -89,9 +87,9 @@ impl Server {
             None => None,
         };
         let mut server = if config.engine == Engine::Blocking {
-            Server::start_blocking(config, &registry, &log)?
+            Server::start_blocking(config, listeners, &registry, &log)?
         } else {
-            Server::start_uring(config, &registry, &log)?
+            Server::start_uring(config, listeners, &registry, &log)?
         };
         if let Some(addr) = config.admin_addr {
             match Admin::start(addr, Arc::clone(&registry)) {
@@ -106,8 +104,12 @@ impl Server {
         Ok(server)
     }
 
+    /// Every worker gets a socket per listener: worker 0 the one opened, the others another
+    /// SO_REUSEPORT socket on the same address (or a duplicate of an inherited one), all made
+    /// before any worker starts, so a failure serves nothing.
     fn start_uring(
         config: &Config,
+        listeners: Vec<Listener>,
         registry: &Arc<Registry>,
         log: &Option<Arc<LogTarget>>,
     ) -> Result<Server, Error> {
@@ -115,19 +117,21 @@ impl Server {
         let mut cache = FileCache::open(&config.root, limits)?;
         cache.set_site(Arc::clone(&config.site));
         let warmed = config.warm.then(|| cache.warm(&config.root, 0));
-        ensure_port_free(config.addr)?;
-        let first = bind(config.addr)?;
-        let addr = first.local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
-            Error::Bind { addr: config.addr, source: std::io::Error::other("no local address") }
-        })?;
-        let mut listeners = vec![first];
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+        let mut per_worker: Vec<Vec<(OwnedFd, SocketAddr)>> = Vec::with_capacity(config.threads);
         for _ in 1..config.threads {
-            listeners.push(bind(addr)?);
+            let mut sockets = Vec::with_capacity(listeners.len());
+            for listener in &listeners {
+                sockets.push((OwnedFd::from(listener.another()?), listener.addr));
+            }
+            per_worker.push(sockets);
         }
+        per_worker
+            .insert(0, listeners.into_iter().map(|l| (OwnedFd::from(l.socket), l.addr)).collect());
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut wakers = Vec::new();
         let mut workers = Vec::new();
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for (index, sockets) in per_worker.into_iter().enumerate() {
             let waker = Arc::new(eventfd()?);
             wakers.push(Arc::clone(&waker));
             let config = config.clone();
@@ -140,20 +144,17 @@ impl Server {
             let sink = log_sink(config.access_log.as_ref(), log);
             let handle = std::thread::Builder::new()
                 .name(format!("ringserve-{index}"))
-                .spawn(move || {
-                    let listener = OwnedFd::from(listener);
-                    match Worker::new(&config, listener, waker, files, recorder, sink) {
-                        Ok(worker) => {
-                            let _ = ready.send(Ok(()));
-                            worker.run()
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            Err(Error::Os {
-                                what: "worker",
-                                source: std::io::Error::other("set-up failed"),
-                            })
-                        }
+                .spawn(move || match Worker::new(&config, sockets, waker, files, recorder, sink) {
+                    Ok(worker) => {
+                        let _ = ready.send(Ok(()));
+                        worker.run()
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        Err(Error::Os {
+                            what: "worker",
+                            source: std::io::Error::other("set-up failed"),
+                        })
                     }
                 })
                 .map_err(|source| Error::Os { what: "spawn worker thread", source })?;
@@ -161,7 +162,7 @@ impl Server {
         }
         drop(ready_tx);
         let mut server = Server {
-            addr,
+            addrs,
             warmed,
             engine: config.engine,
             blocking: None,
@@ -187,9 +188,10 @@ impl Server {
         Ok(server)
     }
 
-    /// One listener, one accept thread, a thread per connection, one cache for all of them.
+    /// An accept thread per listener, a thread per connection, one cache for all of them.
     fn start_blocking(
         config: &Config,
+        listeners: Vec<Listener>,
         registry: &Arc<Registry>,
         log: &Option<Arc<LogTarget>>,
     ) -> Result<Server, Error> {
@@ -202,16 +204,15 @@ impl Server {
         let mut cache = FileCache::open(&config.root, limits)?;
         cache.set_site(Arc::clone(&config.site));
         let warmed = config.warm.then(|| cache.warm(&config.root, 0));
-        ensure_port_free(config.addr)?;
-        let listener = std::net::TcpListener::from(bind(config.addr)?);
-        let addr =
-            listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+        let sockets =
+            listeners.into_iter().map(|l| std::net::TcpListener::from(l.socket)).collect();
         let recorder = Recorder::new(registry.worker(), true);
         let sink = log_sink(config.access_log.as_ref(), log);
-        let (handle, control) = blocking::start(config, listener, cache, recorder, sink)
-            .map_err(|source| Error::Os { what: "spawn accept thread", source })?;
+        let (handle, control) = blocking::start(config, sockets, cache, recorder, sink)
+            .map_err(|source| Error::Os { what: "start the accept threads", source })?;
         Ok(Server {
-            addr,
+            addrs,
             warmed,
             threads: 1,
             root: config.root.clone(),
@@ -225,9 +226,14 @@ impl Server {
         })
     }
 
-    /// The address the server listens on (with the real port when 0 was asked for).
+    /// The first address the server listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every address the server listens on, in `--addr` order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Files put in the cache at start-up, if it was warmed.
@@ -238,9 +244,10 @@ impl Server {
     /// The one-line start-up banner.
     pub fn banner(&self) -> String {
         let mut line = format!(
-            "ringserve: serving {} at http://{}/ (engine {}, {}, {})",
+            "ringserve: serving {} at {} (engine {}, {}, {})",
             self.root.display(),
-            self.addr,
+            // The first URL stays first and followed by a space: scripts and tests read it.
+            self.addrs.iter().map(|a| format!("http://{a}/")).collect::<Vec<_>>().join(" and "),
             self.engine.name(),
             match self.engine {
                 Engine::Uring if self.threads == 1 => "1 worker thread".to_string(),
@@ -324,42 +331,6 @@ fn log_sink(
 ) -> Option<LogSink> {
     let (_, format) = access_log?;
     Some(LogSink::new(*format, Arc::clone(target.as_ref()?)))
-}
-
-/// Refuses an address another process listens on. Our listeners share their port through
-/// SO_REUSEPORT, which would just as gladly let a second ringserve (same user) join the group
-/// and take half the connections for its own root; a probe bound without SO_REUSEPORT fails
-/// with EADDRINUSE while any socket listens there, as nginx without `reuseport` does. Port 0
-/// needs no probe: the kernel picks a free port for the first listener.
-fn ensure_port_free(addr: SocketAddr) -> Result<(), Error> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let err = |source| Error::Bind { addr, source };
-    let probe = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .map_err(err)?;
-    // SO_REUSEADDR only lets the probe past connections lingering in TIME_WAIT.
-    probe.set_reuse_address(true).map_err(err)?;
-    probe.bind(&addr.into()).map_err(err)
-}
-
-/// A listening TCP socket with SO_REUSEPORT, so every worker has its own accept queue.
-fn bind(addr: SocketAddr) -> Result<Socket, Error> {
-    let err = |source| Error::Bind { addr, source };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
-            .map_err(err)?;
-    socket.set_reuse_address(true).map_err(err)?;
-    socket.set_reuse_port(true).map_err(err)?;
-    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: responses leave at once
-    // without a setsockopt per connection.
-    socket.set_nodelay(true).map_err(err)?;
-    // Accepted sockets inherit the receive buffer too: it bounds how far a client can send
-    // ahead of the responses it reads (see RECV_WINDOW_BYTES).
-    socket.set_recv_buffer_size(RECV_WINDOW_BYTES).map_err(err)?;
-    socket.bind(&addr.into()).map_err(err)?;
-    socket.listen(LISTEN_BACKLOG_COUNT).map_err(err)?;
-    Ok(socket)
 }
 
 fn eventfd() -> Result<OwnedFd, Error> {

@@ -36,8 +36,8 @@ impl Admin {
     /// Binds `addr` and starts answering.
     pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<Admin, Error> {
         let listener =
-            Arc::new(TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?);
-        let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+            Arc::new(TcpListener::bind(addr).map_err(|source| bind_error(addr, source))?);
+        let addr = listener.local_addr().map_err(|source| bind_error(addr, source))?;
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let thread = std::thread::Builder::new()
@@ -164,4 +164,8 @@ fn answer(
         out.extend_from_slice(body);
     }
     stream.write_all(&out)
+}
+
+fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
+    Error::Bind { flag: "--admin-addr", addr: addr.to_string(), source }
 }

@@ -124,10 +124,13 @@ impl Worker {
             // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
             unsafe { libc::malloc_trim(0) };
         }
-        if self.accept_backoff && self.draining_until.is_none() {
-            self.accept_backoff = false;
-            if !self.accept_armed {
-                self.arm_accept();
+        for listener in 0..self.listeners.len() {
+            let listening = &mut self.listeners[listener];
+            if listening.backoff && self.draining_until.is_none() {
+                listening.backoff = false;
+                if !listening.armed {
+                    self.arm_accept(listener);
+                }
             }
         }
         if let Some(until) = self.draining_until {
@@ -193,8 +196,11 @@ impl Worker {
             return;
         }
         self.draining_until = Some(self.now + self.ticks.shutdown);
-        if self.accept_armed {
-            let accept = Token::worker(Op::Accept).pack();
+        for listener in 0..self.listeners.len() {
+            if !self.listeners[listener].armed {
+                continue;
+            }
+            let accept = super::receive::accept_token(listener).pack();
             let entry = opcode::AsyncCancel::new(accept)
                 .build()
                 .user_data(Token::worker(Op::Reject).pack());

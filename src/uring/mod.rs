@@ -1,4 +1,4 @@
-//! The io_uring engine: one worker per thread, each with its own ring, listener, provided
+//! The io_uring engine: one worker per thread, each with its own ring, listeners, provided
 //! receive buffers, connection slots and pools. Every socket operation (accept, recv, send,
 //! shutdown, close) goes through the ring; the only syscall in steady state is the one
 //! `io_uring_enter` per loop turn that submits new work and waits for completions.
@@ -86,7 +86,9 @@ pub struct Worker {
     inputs: Pool<Input>,
     batches: Pool<Batch>,
     pipes: Pipes,
-    listener: OwnedFd,
+    /// The sockets this worker accepts on, one per `--addr` (a completion's token names its
+    /// listener by index, so each is re-armed on its own).
+    listeners: Vec<Listening>,
     wake: Arc<OwnedFd>,
     /// Target of the eventfd read; boxed so its address is fixed while the read is in flight.
     wake_value: Box<u64>,
@@ -109,8 +111,6 @@ pub struct Worker {
     max_connections: u32,
     started: Instant,
     now: u64,
-    accept_armed: bool,
-    accept_backoff: bool,
     /// The kernel bounds each multishot recv by bytes (`ring::with_total_limit`, 6.17+);
     /// cleared the first time it refuses that with EINVAL.
     recv_limit: bool,
@@ -126,17 +126,28 @@ pub struct Worker {
     /// writes it (getsockopt SO_PEERNAME, `observe.rs`). Empty without a log.
     peers: Box<[PeerText]>,
     peer_addrs: Box<[libc::sockaddr_in6]>,
-    /// Bytes of the listener's address family's sockaddr (what SO_PEERNAME fills).
-    peer_addr_len: u32,
     /// The thread that lists directories for fills (with `--autoindex`).
     lister: Option<lister::Lister>,
+}
+
+/// One listening socket of a worker and the state of its multishot accept.
+struct Listening {
+    fd: OwnedFd,
+    /// Bytes of the listener's address family's sockaddr (what SO_PEERNAME fills for the
+    /// connections it accepts): an IPv6 socket's clients have a `sockaddr_in6`, also when
+    /// they are IPv4 clients of a dual-stack socket systemd passed (mapped addresses).
+    peer_addr_len: u32,
+    /// A multishot accept is in flight.
+    armed: bool,
+    /// Accepting failed (out of descriptors); re-armed on the next tick.
+    backoff: bool,
 }
 
 impl Worker {
     /// Sets up the ring and buffers on the calling thread, which must be the one that runs it.
     pub fn new(
         config: &Config,
-        listener: OwnedFd,
+        listeners: Vec<(OwnedFd, std::net::SocketAddr)>,
         wake: Arc<OwnedFd>,
         files: FileCache,
         recorder: Recorder,
@@ -166,11 +177,19 @@ impl Worker {
         let peers = if log.is_some() { config.max_connections as usize } else { 0 };
         // SAFETY: sockaddr_in6 is a plain C struct; all-zero bytes are a valid value.
         let zero_addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let peer_addr_len = if config.addr.is_ipv4() {
-            std::mem::size_of::<libc::sockaddr_in>()
-        } else {
-            std::mem::size_of::<libc::sockaddr_in6>()
-        } as u32;
+        let listeners = listeners
+            .into_iter()
+            .map(|(fd, addr)| Listening {
+                fd,
+                peer_addr_len: if addr.is_ipv4() {
+                    std::mem::size_of::<libc::sockaddr_in>()
+                } else {
+                    std::mem::size_of::<libc::sockaddr_in6>()
+                } as u32,
+                armed: false,
+                backoff: false,
+            })
+            .collect();
         let lister = if config.site.autoindex {
             Some(
                 lister::Lister::start(config.root.clone())
@@ -192,7 +211,7 @@ impl Worker {
             inputs: Pool::new(|| Box::new([0u8; INPUT_BUFFER_BYTES])),
             batches: Pool::new(Batch::new),
             pipes: Pipes::default(),
-            listener,
+            listeners,
             wake,
             wake_value: Box::new(0),
             tick_spec: Box::new(types::Timespec::new().nsec((TICK_MILLIS * 1_000_000) as u32)),
@@ -216,8 +235,6 @@ impl Worker {
             max_connections,
             started: Instant::now(),
             now: 0,
-            accept_armed: false,
-            accept_backoff: false,
             // The environment switch exercises the pre-6.17 path (held-buffer caps) in tests.
             recv_limit: std::env::var_os("RINGSERVE_NO_RECV_LIMIT").is_none(),
             draining_until: None,
@@ -226,14 +243,15 @@ impl Worker {
             now_micros: 0,
             peers: vec![PeerText::default(); peers].into_boxed_slice(),
             peer_addrs: vec![zero_addr; peers].into_boxed_slice(),
-            peer_addr_len,
             lister,
         })
     }
 
     /// Runs until a shutdown is requested and every connection is closed.
     pub fn run(mut self) -> Result<Counters, Error> {
-        self.arm_accept();
+        for listener in 0..self.listeners.len() {
+            self.arm_accept(listener);
+        }
         self.arm_tick();
         self.arm_wake();
         self.arm_watch();
@@ -277,7 +295,7 @@ impl Worker {
             return;
         };
         match token.op {
-            Op::Accept => self.on_accept(result, flags),
+            Op::Accept => self.on_accept(token.slot as usize, result, flags),
             Op::Recv => self.on_recv(token, result, flags),
             Op::Send => {
                 self.on_send(token, result);

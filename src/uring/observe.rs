@@ -11,8 +11,9 @@ use crate::observe::access_log::{now_secs, LogFormat, PeerText};
 use crate::observe::log_sink::LogSink;
 
 impl Worker {
-    /// With an access log, asks the kernel for a new connection's client address.
-    pub(super) fn ask_peer(&mut self, index: u32) {
+    /// With an access log, asks the kernel for a new connection's client address, a sockaddr
+    /// of `len` bytes (that of the family of the listener that accepted it).
+    pub(super) fn ask_peer(&mut self, index: u32, len: u32) {
         let Some(target) = self.peer_addrs.get_mut(index as usize) else { return };
         self.peers[index as usize] = PeerText::default();
         let slot = self.slots.get(index);
@@ -21,12 +22,12 @@ impl Worker {
             libc::SOL_SOCKET as u32,
             libc::SO_PEERNAME as u32,
             (target as *mut libc::sockaddr_in6).cast(),
-            self.peer_addr_len,
+            len.min(std::mem::size_of::<libc::sockaddr_in6>() as u32),
         )
         .build();
         let token = Token { op: Op::Peer, generation: slot.generation, slot: index };
         slot.other_ops += 1;
-        // SAFETY: the kernel writes at most `peer_addr_len` (<= sizeof sockaddr_in6) bytes into
+        // SAFETY: the kernel writes at most `len` (capped at sizeof sockaddr_in6) bytes into
         // this slot's entry of the boxed `peer_addrs`, which lives as long as the worker; the
         // slot is not released (nor its entry reused) until this completion arrives
         // (`other_ops`).

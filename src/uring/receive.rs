@@ -21,18 +21,20 @@ use crate::observe::stats::Event;
 use crate::serve::{self, KeyBuffer, Shared};
 
 impl Worker {
-    pub(super) fn arm_accept(&mut self) {
+    /// Arms the multishot accept of listener `listener`; its token carries the index.
+    pub(super) fn arm_accept(&mut self, listener: usize) {
+        let Some(listening) = self.listeners.get_mut(listener) else { return };
         // Direct accept (Linux 5.19): each socket goes straight into the ring's fixed-file
         // table and is never a process descriptor, so later operations skip the fd-table
         // lookup and refcounting (shared by all threads), and no descriptor number can be
         // reused under an operation in flight.
-        let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+        let entry = opcode::AcceptMulti::new(types::Fd(listening.fd.as_raw_fd()))
             .allocate_file_index(true)
             .build()
-            .user_data(Token::worker(Op::Accept).pack());
+            .user_data(accept_token(listener).pack());
+        listening.armed = true;
         // SAFETY: multishot accept without a sockaddr carries no pointer.
         unsafe { ring::push(&mut self.ring, &entry) };
-        self.accept_armed = true;
     }
 
     pub(super) fn arm_recv(&mut self, index: u32) {
@@ -54,10 +56,12 @@ impl Worker {
         unsafe { ring::push(&mut self.ring, &entry) };
     }
 
-    pub(super) fn on_accept(&mut self, result: i32, flags: u32) {
+    pub(super) fn on_accept(&mut self, listener: usize, result: i32, flags: u32) {
+        let Some(listening) = self.listeners.get_mut(listener) else { return };
         if !cqueue::more(flags) {
-            self.accept_armed = false;
+            listening.armed = false;
         }
+        let peer_addr_len = listening.peer_addr_len;
         if result < 0 {
             if result != -libc::ECANCELED {
                 self.recorder.stats.count(Event::AcceptError, false);
@@ -67,23 +71,24 @@ impl Worker {
                     format_args!("accept failed: {error}; new connections wait a second"),
                 );
                 // EMFILE/ENFILE/ENOMEM: retry on the next tick, not in a busy loop.
-                self.accept_backoff = true;
+                self.listeners[listener].backoff = true;
             }
         } else {
-            self.on_accepted(result);
+            self.on_accepted(result, peer_addr_len);
         }
-        if !self.accept_armed && !self.accept_backoff && self.draining_until.is_none() {
-            self.arm_accept();
+        let listening = &self.listeners[listener];
+        if !listening.armed && !listening.backoff && self.draining_until.is_none() {
+            self.arm_accept(listener);
         }
     }
 
-    pub(super) fn on_accepted(&mut self, fd: RawFd) {
+    pub(super) fn on_accepted(&mut self, fd: RawFd, peer_addr_len: u32) {
         let refuse = self.slots.live() >= self.max_connections || self.draining_until.is_some();
         let opened = if refuse { None } else { self.slots.open(fd) };
         match opened {
             Some(index) => {
                 self.recorder.stats.count(Event::Accepted, false);
-                self.ask_peer(index);
+                self.ask_peer(index, peer_addr_len);
                 self.arm_recv(index);
                 self.slots.arm(index, Timer::Header, self.now + self.ticks.header);
             }
@@ -363,6 +368,11 @@ impl Worker {
             self.slots.arm(index, timer, self.now + ticks);
         }
     }
+}
+
+/// The token of listener `listener`'s multishot accept (the slot field names the listener).
+pub(super) fn accept_token(listener: usize) -> Token {
+    Token { op: Op::Accept, generation: 0, slot: listener as u32 }
 }
 
 /// What every request of a worker is served with besides its connection, batch and cache.

@@ -6,7 +6,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
-    /// Multishot accept on the worker's listener.
+    /// Multishot accept on one of the worker's listeners (the slot field is its index).
     Accept = 1,
     /// Multishot recv on a connection.
     Recv = 2,
@@ -73,7 +73,7 @@ pub struct Token {
     pub op: Op,
     /// Generation of the slot when the operation was submitted (24 bits).
     pub generation: u32,
-    /// Slot index (0 for worker-level operations).
+    /// Slot index (the listener's index for accepts, 0 for other worker-level operations).
     pub slot: u32,
 }
 

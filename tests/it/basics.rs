@@ -173,7 +173,7 @@ fn help_and_version_exit_0() {
     let out = Command::new(env!("CARGO_BIN_EXE_ringserve")).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--root", "--addr", "--threads"] {
+    for flag in ["--root", "--addr", "--threads", "--config", "systemd"] {
         assert!(help.contains(flag), "{help}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ringserve")).arg("--version").output().unwrap();

@@ -12,7 +12,9 @@
 //!   checked against the versions its file had.
 //! - `traversal`: every way of asking for a file outside the root.
 //! - `lifecycle`: files changing under the server, graceful shutdown.
+//! - `config_file`: `--config FILE`: settings from TOML, overridden by flags, errors by line.
 //! - `limits`: every timeout and limit, with small flag values.
+//! - `listeners`: several addresses (IPv4 and IPv6), unusable ones, systemd socket activation.
 //! - `large`: multi-megabyte bodies byte-exact, clients that reset mid-download.
 //! - `engines`: one conformance run against each engine (io_uring and blocking).
 //! - `hostile`: clients that never read, truncated and growing files, bodies and half-closes
@@ -31,11 +33,13 @@ mod adversarial;
 mod basics;
 mod browser;
 mod cache;
+mod config_file;
 mod engines;
 mod hostile;
 mod large;
 mod lifecycle;
 mod limits;
+mod listeners;
 mod observe;
 mod pipelining;
 mod property;

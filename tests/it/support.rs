@@ -48,17 +48,22 @@ impl Server {
     }
 
     fn spawn(root: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringserve"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringserve"));
+        command
             .envs(envs.iter().copied())
             .args(if extra.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] })
             .arg("--root")
             .arg(root)
             .args(if extra.contains(&"--threads") { &[][..] } else { &["--threads", "2"][..] })
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn ringserve");
+            .stderr(stderr);
+        Server::spawn_command(command, root)
+    }
+
+    /// Runs `command` (a ringserve, or a shell that execs one, serving `root`) and reads the
+    /// address from its banner.
+    pub fn spawn_command(mut command: Command, root: &Path) -> Server {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("spawn ringserve");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut banner = String::new();
         BufReader::new(stdout).read_line(&mut banner).expect("read banner");
@@ -82,6 +87,14 @@ impl Server {
         let mut server = Server::start_at_env(dir.path(), extra, envs);
         server._root = Some(dir);
         server
+    }
+
+    /// Every address in the banner, in `--addr` order (the first is `addr`).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.banner
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("http://")?.strip_suffix('/')?.parse().ok())
+            .collect()
     }
 
     /// A connected client with read/write timeouts.
@@ -225,6 +238,14 @@ pub fn get(server: &Server, request: &str) -> Response {
     stream.write_all(request.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
     read_response(&mut reader, request.starts_with("HEAD "))
+}
+
+/// Sends one request to `addr` and reads its response on a fresh connection.
+pub fn get_at(addr: SocketAddr, request: &str) -> Response {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS))).unwrap();
+    (&stream).write_all(request.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(stream), request.starts_with("HEAD "))
 }
 
 /// Asserts the server closed the connection: EOF (or reset) with no further bytes.
