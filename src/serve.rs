@@ -519,16 +519,7 @@ fn respond_file(
         }
         Precondition::Failed => {
             let status = Status::PreconditionFailed;
-            let headers = &ctx.site.headers;
-            return push_error(
-                batch,
-                ctx.date,
-                status,
-                keep_alive,
-                head_only,
-                req.version,
-                headers,
-            );
+            return builtin_error(batch, ctx, status, keep_alive, head_only, req.version);
         }
     }
     match evaluate_range(req, rep) {
@@ -549,16 +540,7 @@ fn respond_file(
             // construction; a miss here would be a bug, answered as one, not a panic.
             let Some(body) = rep.body().slice(first, last + 1) else {
                 let status = Status::InternalServerError;
-                let headers = &ctx.site.headers;
-                return push_error(
-                    batch,
-                    ctx.date,
-                    status,
-                    keep_alive,
-                    head_only,
-                    req.version,
-                    headers,
-                );
+                return builtin_error(batch, ctx, status, keep_alive, head_only, req.version);
             };
             batch.hold(rep)?;
             batch.push_file(
@@ -611,6 +593,19 @@ fn append_index(path: &mut [u8], len: usize) -> Option<usize> {
     }
     path[len + sep..len + sep + INDEX.len()].copy_from_slice(INDEX);
     Some(len + sep + INDEX.len())
+}
+
+/// The built-in error page for `status`, with the site's headers.
+fn builtin_error(
+    batch: &mut Batch,
+    ctx: &Context<'_>,
+    status: Status,
+    keep_alive: bool,
+    head_only: bool,
+    version: Version,
+) -> Result<(), Overflow> {
+    let headers = &ctx.site.headers;
+    push_error(batch, ctx.date, status, keep_alive, head_only, version, headers)
 }
 
 /// 408 for a request head that did not complete in time (`partial` is what arrived), noted for

@@ -12,7 +12,7 @@ use crate::support::*;
 /// Seconds Chromium may take for one page before the test fails.
 const BROWSER_TIMEOUT_SECS: u64 = 60;
 
-pub(crate) fn chromium() -> Option<PathBuf> {
+fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
         std::env::var_os("PATH")?
             .to_str()?
@@ -20,6 +20,20 @@ pub(crate) fn chromium() -> Option<PathBuf> {
             .map(|dir| PathBuf::from(dir).join(name))
             .find(|p| p.is_file())
     })
+}
+
+/// Chromium, or `None` after saying the test is skipped (a failure instead when
+/// RINGSERVE_REQUIRE_BROWSER=1, as in scripts/test.sh, which installs it).
+pub(crate) fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
+        );
+        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
+    }
+    found
 }
 
 pub(crate) fn run_chromium(binary: &PathBuf, profile: &std::path::Path, args: &[String]) -> String {
@@ -60,14 +74,7 @@ pub(crate) fn run_chromium(binary: &PathBuf, profile: &std::path::Path, args: &[
 
 #[test]
 fn chromium_shows_the_page_and_decodes_the_picture() {
-    let Some(binary) = chromium() else {
-        assert!(
-            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
-        );
-        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
-        return;
-    };
+    let Some(binary) = chromium_or_skip() else { return };
     let server = Server::start_at(&static_dir(), &[]);
     let url = format!("http://localhost:{}/", server.addr.port());
     let profile = tempfile::tempdir().unwrap();
@@ -98,14 +105,7 @@ fn chromium_shows_the_page_and_decodes_the_picture() {
 
 #[test]
 fn chromium_renders_a_loadgen_plot() {
-    let Some(binary) = chromium() else {
-        assert!(
-            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
-        );
-        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
-        return;
-    };
+    let Some(binary) = chromium_or_skip() else { return };
     let server = Server::start_at(&static_dir(), &[]);
     let url = format!("http://127.0.0.1:{}/", server.addr.port());
     let mut config = loadgen::Config::new(&url, 4).unwrap();

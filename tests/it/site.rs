@@ -135,14 +135,7 @@ fn bad_site_options_are_refused_at_start_up() {
 
 #[test]
 fn chromium_opens_a_single_page_app_through_a_deep_link() {
-    let Some(binary) = crate::browser::chromium() else {
-        assert!(
-            std::env::var("RINGSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "Chromium is required (RINGSERVE_REQUIRE_BROWSER=1) but not installed"
-        );
-        eprintln!("SKIPPED: chromium not installed (scripts/test.sh installs it)");
-        return;
-    };
+    let Some(binary) = crate::browser::chromium_or_skip() else { return };
     let server = Server::start(spa, &["--fallback", "/index.html"]);
     let url = format!("http://localhost:{}/users/42/settings", server.addr.port());
     let profile = tempfile::tempdir().unwrap();
