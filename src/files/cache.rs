@@ -728,13 +728,18 @@ pub(super) fn answer_for_error(e: &io::Error) -> Answer {
             | libc::ENODEV,
         ) => Answer::Missing,
         Some(libc::EACCES | libc::EPERM) => Answer::Forbidden,
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => Answer::Busy,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => {
+            crate::observe::errlog::report(
+                crate::observe::errlog::Kind::Descriptors,
+                format_args!("opening a file failed: {e}; answering 503 until it succeeds"),
+            );
+            Answer::Busy
+        }
         _ if e.kind() == io::ErrorKind::Other => Answer::Missing, // "not a regular file"
         _ => Answer::Failed,
     }
 }
 
-/// The directory part of a key (`""` for the root).
 /// The cache key of directory `dir`'s listing: its path and a `/` (`/` for the root).
 pub fn listing_key_of<'b>(dir: &[u8], buf: &'b mut [u8]) -> &'b [u8] {
     let len = dir.len().min(buf.len() - 1);
@@ -743,6 +748,7 @@ pub fn listing_key_of<'b>(dir: &[u8], buf: &'b mut [u8]) -> &'b [u8] {
     &buf[..=len]
 }
 
+/// The directory part of a key (`""` for the root).
 pub(super) fn parent_of(key: &[u8]) -> &[u8] {
     key.iter().rposition(|&b| b == b'/').map_or(&[][..], |slash| &key[..slash])
 }
