@@ -35,9 +35,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// I/O engine: `uring` (one io_uring per worker) or `blocking` (a thread per connection,
-    /// for comparison, or where io_uring is unavailable).
-    #[arg(long, value_enum, default_value_t = Engine::Uring)]
+    /// I/O engine: `auto` (io_uring, or epoll with a warning where a seccomp profile or
+    /// sysctl forbids io_uring), `uring` (one io_uring per worker; refuses to start without
+    /// it), `epoll` (edge-triggered epoll per worker) or `blocking` (a thread per connection,
+    /// for comparison).
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
 
     /// Worker threads, each with its own ring and listener [default: available cores].
@@ -166,8 +168,12 @@ pub struct Cli {
 /// The I/O engines.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
     /// Every socket operation through a per-thread io_uring.
     Uring,
+    /// Readiness-based: an edge-triggered epoll instance per worker thread.
+    Epoll,
     /// One thread per connection with blocking std::net I/O.
     Blocking,
 }
@@ -176,7 +182,9 @@ impl Engine {
     /// The name used on the command line and in the banner.
     pub fn name(self) -> &'static str {
         match self {
+            Engine::Auto => "auto",
             Engine::Uring => "io_uring",
+            Engine::Epoll => "epoll",
             Engine::Blocking => "blocking",
         }
     }

@@ -89,15 +89,42 @@ fn bind_message(flag: &str, source: &io::Error) -> String {
     format!("{text} ({hint})")
 }
 
+/// Why io_uring is forbidden or missing, and the fix, for the errnos that say so: EPERM and
+/// EACCES (a seccomp profile, or the sysctl), ENOSYS (Podman's seccomp profile, or an old
+/// kernel). `None` for other errnos.
+fn forbidden_hint(source: &io::Error) -> Option<&'static str> {
+    match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => Some(
+            "io_uring is forbidden here: a container seccomp profile (Docker 25+ and \
+             containerd 2 block io_uring; run with --security-opt seccomp=unconfined) or the \
+             sysctl kernel.io_uring_disabled (set it to 0: sysctl -w kernel.io_uring_disabled=0)",
+        ),
+        Some(libc::ENOSYS) => Some(
+            "io_uring is unavailable: a container seccomp profile (Podman's default answers \
+             ENOSYS; run with --security-opt seccomp=unconfined) or a kernel without io_uring \
+             (needs Linux 6.0 or later)",
+        ),
+        _ => None,
+    }
+}
+
+/// Whether an io_uring set-up failure means io_uring is forbidden or missing here (the
+/// default engine then runs epoll), rather than broken.
+pub fn uring_forbidden(source: &io::Error) -> bool {
+    forbidden_hint(source).is_some()
+}
+
+/// The one warning line the default engine prints when it runs epoll because io_uring set-up
+/// failed with `source` (an errno `uring_forbidden` accepts).
+pub fn fallback_warning(source: &io::Error) -> String {
+    let hint = forbidden_hint(source).unwrap_or("io_uring is unavailable");
+    format!("warning: io_uring setup failed: {source}; {hint}; running --engine epoll instead")
+}
+
 /// The io_uring failure with the reason and the fix, as specific as the errno allows.
 fn uring_message(what: &str, source: &io::Error) -> String {
     let hint = match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            "io_uring is forbidden here: a container seccomp profile (Docker's default blocks \
-             io_uring; run with --security-opt seccomp=unconfined) or the sysctl \
-             kernel.io_uring_disabled (set it to 0: sysctl -w kernel.io_uring_disabled=0)"
-        }
-        Some(libc::ENOSYS) => "this kernel has no io_uring (needs Linux 6.0 or later)",
+        _ if forbidden_hint(source).is_some() => forbidden_hint(source).unwrap_or_default(),
         Some(libc::EINVAL) => {
             "this kernel lacks an io_uring feature ringserve needs (multishot recv, \
              provided buffer rings and SINGLE_ISSUER need Linux 6.0 or later)"
@@ -108,7 +135,7 @@ fn uring_message(what: &str, source: &io::Error) -> String {
         }
         _ => "",
     };
-    let fallback = "or run the thread-per-connection engine: --engine blocking";
+    let fallback = "or run the epoll engine: --engine epoll";
     if hint.is_empty() {
         format!("io_uring {what} failed: {source}; {fallback}")
     } else {
@@ -148,6 +175,14 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::EADDRINUSE),
         };
         assert_eq!(bind.option(), Some("admin-addr"));
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let enosys = io::Error::from_raw_os_error(libc::ENOSYS);
+        for source in [&eperm, &enosys] {
+            assert!(uring_forbidden(source));
+            let line = fallback_warning(source);
+            assert!(line.contains("--security-opt seccomp=unconfined") && !line.contains('\n'));
+        }
+        assert!(!uring_forbidden(&io::Error::from_raw_os_error(libc::EINVAL)));
         assert!(bind.to_string().starts_with(
             "--admin-addr 127.0.0.1:1: cannot listen: address \
                                                already in use (another server"

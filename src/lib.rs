@@ -12,6 +12,8 @@
 //! - `batch`: responses queued for one `sendmsg` (heads copied, bodies by reference).
 //! - `blocking`: the thread-per-connection baseline engine, same `serve` and `files`.
 //! - `uring`: the io_uring engine: the worker loop, ring set-up, buffer ring, slots, tokens.
+//! - `epoll`: the readiness engine (edge-triggered epoll per worker), same `serve` and `files`;
+//!   what `auto` runs where io_uring is forbidden.
 //! - `observe`: the access log, counters, `/health` and `/metrics`, errors on stderr.
 //! - `server`: binding listeners, starting and stopping workers.
 //!
@@ -21,6 +23,7 @@ pub mod batch;
 pub mod blocking;
 pub mod config;
 pub mod config_file;
+pub mod epoll;
 pub mod error;
 pub mod files;
 pub mod http;

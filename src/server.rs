@@ -86,10 +86,14 @@ impl Server {
             )),
             None => None,
         };
-        let mut server = if config.engine == Engine::Blocking {
+        let engine = match config.engine {
+            Engine::Auto => choose_engine()?,
+            engine => engine,
+        };
+        let mut server = if engine == Engine::Blocking {
             Server::start_blocking(config, listeners, &registry, &log)?
         } else {
-            Server::start_uring(config, listeners, &registry, &log)?
+            Server::start_workers(config, engine, listeners, &registry, &log)?
         };
         if let Some(addr) = config.admin_addr {
             match Admin::start(addr, Arc::clone(&registry)) {
@@ -107,8 +111,9 @@ impl Server {
     /// Every worker gets a socket per listener: worker 0 the one opened, the others another
     /// SO_REUSEPORT socket on the same address (or a duplicate of an inherited one), all made
     /// before any worker starts, so a failure serves nothing.
-    fn start_uring(
+    fn start_workers(
         config: &Config,
+        engine: Engine,
         listeners: Vec<Listener>,
         registry: &Arc<Registry>,
         log: &Option<Arc<LogTarget>>,
@@ -144,17 +149,19 @@ impl Server {
             let sink = log_sink(config.access_log.as_ref(), log);
             let handle = std::thread::Builder::new()
                 .name(format!("ringserve-{index}"))
-                .spawn(move || match Worker::new(&config, sockets, waker, files, recorder, sink) {
-                    Ok(worker) => {
-                        let _ = ready.send(Ok(()));
-                        worker.run()
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        Err(Error::Os {
-                            what: "worker",
-                            source: std::io::Error::other("set-up failed"),
-                        })
+                .spawn(move || {
+                    match AnyWorker::new(engine, &config, sockets, waker, files, recorder, sink) {
+                        Ok(worker) => {
+                            let _ = ready.send(Ok(()));
+                            worker.run()
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Err(Error::Os {
+                                what: "worker",
+                                source: std::io::Error::other("set-up failed"),
+                            })
+                        }
                     }
                 })
                 .map_err(|source| Error::Os { what: "spawn worker thread", source })?;
@@ -164,7 +171,7 @@ impl Server {
         let mut server = Server {
             addrs,
             warmed,
-            engine: config.engine,
+            engine,
             blocking: None,
             threads: config.threads,
             root: config.root.clone(),
@@ -250,9 +257,9 @@ impl Server {
             self.addrs.iter().map(|a| format!("http://{a}/")).collect::<Vec<_>>().join(" and "),
             self.engine.name(),
             match self.engine {
-                Engine::Uring if self.threads == 1 => "1 worker thread".to_string(),
-                Engine::Uring => format!("{} worker threads", self.threads),
                 Engine::Blocking => "a thread per connection".to_string(),
+                _ if self.threads == 1 => "1 worker thread".to_string(),
+                _ => format!("{} worker threads", self.threads),
             },
             match self.warmed {
                 Some(files) => format!("{files} files cached at start"),
@@ -320,6 +327,55 @@ impl Server {
     fn join_quietly(&mut self) {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
+        }
+    }
+}
+
+/// The default engine: io_uring if a ring can be set up; epoll, with one warning line on
+/// standard error, if the kernel forbids it (a seccomp profile answering EPERM or ENOSYS, the
+/// sysctl EPERM or EACCES). Other set-up failures are errors, as with `--engine uring`.
+fn choose_engine() -> Result<Engine, Error> {
+    // A small ring: set-up is what seccomp and the sysctl refuse; the workers build their own.
+    match io_uring::IoUring::new(2) {
+        Ok(_) => Ok(Engine::Uring),
+        Err(source) if crate::error::uring_forbidden(&source) => {
+            let stamp = errlog::timestamp(crate::observe::access_log::now_secs());
+            eprintln!("{stamp} ringserve: {}", crate::error::fallback_warning(&source));
+            Ok(Engine::Epoll)
+        }
+        Err(source) => Err(Error::Uring { what: "setup", source }),
+    }
+}
+
+/// A worker of either event-loop engine.
+enum AnyWorker {
+    Uring(Box<Worker>),
+    Epoll(Box<crate::epoll::Worker>),
+}
+
+impl AnyWorker {
+    /// Sets up `engine`'s worker on the calling thread, which runs it.
+    fn new(
+        engine: Engine,
+        config: &Config,
+        sockets: Vec<(OwnedFd, SocketAddr)>,
+        waker: Arc<OwnedFd>,
+        files: FileCache,
+        recorder: Recorder,
+        sink: Option<LogSink>,
+    ) -> Result<AnyWorker, Error> {
+        Ok(if engine == Engine::Epoll {
+            let worker = crate::epoll::Worker::new(config, sockets, waker, files, recorder, sink)?;
+            AnyWorker::Epoll(Box::new(worker))
+        } else {
+            AnyWorker::Uring(Box::new(Worker::new(config, sockets, waker, files, recorder, sink)?))
+        })
+    }
+
+    fn run(self) -> Result<Counters, Error> {
+        match self {
+            AnyWorker::Uring(worker) => worker.run(),
+            AnyWorker::Epoll(worker) => worker.run(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The same conformance run against both engines: they share the HTTP layer and the file
+//! The same conformance run against every engine: they share the HTTP layer and the file
 //! snapshot, so they must answer byte-for-byte alike (only Date may differ).
 
 use std::io::{BufReader, Write};
@@ -60,6 +60,23 @@ fn uring_engine_conformance() {
 #[test]
 fn blocking_engine_conformance() {
     conformance(&["--engine", "blocking"]);
+}
+
+#[test]
+fn epoll_engine_conformance() {
+    conformance(&["--engine", "epoll"]);
+}
+
+#[test]
+fn epoll_engine_banner_and_timeouts() {
+    let server = Server::start(demo_root, &["--engine", "epoll", "--header-timeout", "1"]);
+    assert!(server.banner.contains("engine epoll, 2 worker threads"), "{}", server.banner);
+    let mut stream = server.connect();
+    stream.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let mut reader = BufReader::new(stream);
+    let r = read_response(&mut reader, false);
+    assert_eq!(r.status, 408);
+    assert_closed(&mut reader);
 }
 
 #[test]

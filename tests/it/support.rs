@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const IO_TIMEOUT_SECS: u64 = 10;
 
 /// Every engine a suite runs against, as its extra flags.
-pub const ENGINES: [&[&str]; 2] = [&[], &["--engine", "blocking"]];
+pub const ENGINES: [&[&str]; 3] = [&[], &["--engine", "blocking"], &["--engine", "epoll"]];
 
 /// `extra` flags followed by an engine's flags.
 pub fn with_engine<'a>(extra: &[&'a str], engine: &[&'a str]) -> Vec<&'a str> {
