@@ -1264,7 +1264,7 @@ fn probe_non_readers(server: &Server) -> Result<String, String> {
 
 // ---- the run -------------------------------------------------------------------------------
 
-/// The two engine runs take turns: each has the machine to itself as far as the suite allows.
+/// The engine runs take turns: each has the machine to itself as far as the suite allows.
 static TURN: Mutex<()> = Mutex::new(());
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1279,7 +1279,13 @@ fn random_mix(flags: &[&str]) {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let secs = env_u64("RINGSERVE_MIX_SECS").unwrap_or(8);
     let base_seed = env_u64("RINGSERVE_MIX_SEED").unwrap_or(BASE_SEED);
-    let engine = if flags.contains(&"blocking") { "blocking" } else { "io_uring" };
+    let engine = if flags.contains(&"blocking") {
+        "blocking"
+    } else if flags.contains(&"epoll") {
+        "epoll"
+    } else {
+        "io_uring"
+    };
 
     // The root, and beside it (same file system, never served) the staging directory.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1463,4 +1469,9 @@ fn random_mix_uring() {
 #[test]
 fn random_mix_blocking() {
     random_mix(&["--engine", "blocking"]);
+}
+
+#[test]
+fn random_mix_epoll() {
+    random_mix(&["--engine", "epoll"]);
 }

@@ -1,8 +1,10 @@
 //! The same conformance run against every engine: they share the HTTP layer and the file
 //! snapshot, so they must answer byte-for-byte alike (only Date may differ).
 
-use std::io::{BufReader, Write};
-use std::time::Duration;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -89,4 +91,107 @@ fn blocking_engine_banner_and_timeouts() {
     let r = read_response(&mut reader, false);
     assert_eq!(r.status, 408);
     assert_closed(&mut reader);
+}
+
+// ---- io_uring forbidden: the default falls back to epoll, `--engine uring` refuses ----------
+
+/// The audit architecture of this build's system calls, as seccomp reports it.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// Seconds a refusing server may take to exit before the test fails instead of hanging.
+const REFUSAL_EXIT_SECS: u64 = 10;
+
+/// A classic-BPF seccomp program: io_uring_setup fails with `errno` (as Docker's and
+/// Podman's profiles make it), every other call of this architecture is allowed.
+fn io_uring_setup_fails_with(errno: i32) -> [libc::sock_filter; 7] {
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    [
+        stmt(load, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(load, 0), // seccomp_data.nr
+        jump(libc::SYS_io_uring_setup as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | errno as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// `ringserve` with `flags`, with io_uring_setup failing with `errno` in the child.
+fn command_without_io_uring(errno: i32, root: &std::path::Path, flags: &[&str]) -> Command {
+    let filter = io_uring_setup_fails_with(errno);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringserve"));
+    command.args(["--addr", "127.0.0.1:0", "--threads", "1", "--root"]).arg(root).args(flags);
+    // SAFETY: the closure runs in the forked child before exec and makes only two system
+    // calls (prctl, seccomp) on a filter copied into it: no allocation, no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+#[test]
+fn default_engine_falls_back_to_epoll_where_io_uring_is_forbidden() {
+    for (errno, name) in [(libc::EPERM, "EPERM"), (libc::ENOSYS, "ENOSYS")] {
+        let dir = tempfile::tempdir().unwrap();
+        demo_root(dir.path());
+        let stderr_path = dir.path().join("stderr.txt");
+        let mut command = command_without_io_uring(errno, dir.path(), &[]);
+        command.stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
+        let server = Server::spawn_command(command, dir.path());
+        assert!(server.banner.contains("engine epoll"), "{name}: {}", server.banner);
+        let r = get(&server, "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"file a\n"[..]), "{name}");
+        assert!(server.terminate().success(), "{name}");
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{name}: one warning line: {stderr:?}");
+        assert!(lines[0].contains("warning"), "{name}: {stderr}");
+        assert!(lines[0].contains("seccomp") && lines[0].contains("--security-opt"), "{stderr}");
+        assert!(lines[0].contains("--engine epoll"), "{name}: {stderr}");
+
+        // Asked for explicitly, io_uring refuses to start with the hint, as before.
+        let mut child = command_without_io_uring(errno, dir.path(), &["--engine", "uring"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(REFUSAL_EXIT_SECS);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}: --engine uring kept running without io_uring");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut text = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(status.code(), Some(2), "{name}: {text}");
+        assert!(text.contains("--security-opt seccomp=unconfined"), "{name}: {text}");
+    }
 }

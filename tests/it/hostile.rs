@@ -86,6 +86,11 @@ fn non_readers_cannot_starve_others_blocking() {
     non_readers_cannot_starve_others(ENGINES[1], &[]);
 }
 
+#[test]
+fn non_readers_cannot_starve_others_epoll() {
+    non_readers_cannot_starve_others(ENGINES[2], &[]);
+}
+
 /// Case 2: a mapped file truncated in place (as `cp new old` does) and asked for before it is
 /// re-checked. Tiny slices of it were copied in user space: SIGBUS killed the process.
 #[test]
