@@ -1,9 +1,10 @@
-//! The io_uring engine against the blocking thread-per-connection baseline, both started
+//! The io_uring engine against the epoll engine and the blocking thread-per-connection
+//! baseline, all started
 //! in-process on ephemeral ports over the same files. Keep-alive connections are opened
 //! outside the timed region; each sample sends a fixed batch of requests through the loadgen
 //! library, which checks every status and length (an engine that errors cannot win).
 //! Throughput is in requests (criterion reports elements/s). Connection counts 1, 16, 128 and
-//! 1024; criterion groups both engines per connection count.
+//! 1024; criterion groups the engines per connection count.
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ fn engines(c: &mut Criterion) {
     std::fs::write(dir.path().join("image.bin"), vec![b'y'; IMAGE_BYTES]).expect("write");
     let servers = [
         ("uring", start(dir.path(), Engine::Uring)),
+        ("epoll", start(dir.path(), Engine::Epoll)),
         ("blocking", start(dir.path(), Engine::Blocking)),
     ];
     for (file, path, body) in

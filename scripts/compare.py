@@ -21,8 +21,9 @@ LARGE_ROOT = os.path.join(OUT, "large")
 LARGE_PATHS = os.path.join(OUT, "large-paths.txt")
 CONF = os.path.join(OUT, "conf")
 LOGS = os.path.join(OUT, "logs")
-RINGSERVE = os.path.abspath("target/release/ringserve")
-LOADGEN = os.path.abspath("target/release/loadgen")
+# compare.sh passes the binaries it built (under $CARGO_TARGET_DIR when that is set).
+RINGSERVE = os.path.abspath(os.environ.get("RINGSERVE_BIN", "target/release/ringserve"))
+LOADGEN = os.path.abspath(os.environ.get("LOADGEN_BIN", "target/release/loadgen"))
 SERVER_CPU, DRIVER_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIX = [("style.css", 24), ("app.js", 180), ("vendor.js", 300), ("index.html", 12),
@@ -200,6 +201,9 @@ def server_commands(ports, root=ROOT, suffix=""):
         "ringserve": [RINGSERVE, "--addr", f"127.0.0.1:{ports['ringserve']}"] + common,
         "ringserve-blocking": [RINGSERVE, "--engine", "blocking", "--addr",
                                f"127.0.0.1:{ports['ringserve-blocking']}"] + common,
+        # The same HTTP code on readiness I/O: what io_uring buys is the difference.
+        "ringserve-epoll": [RINGSERVE, "--engine", "epoll", "--addr",
+                            f"127.0.0.1:{ports['ringserve-epoll']}"] + common,
         "nginx": ["nginx", "-p", CONF, "-c", os.path.join(CONF, f"nginx{suffix}.conf"), "-g", "daemon off;"],
         "lighttpd": ["lighttpd", "-D", "-f", os.path.join(CONF, f"lighttpd{suffix}.conf")],
         "h2o": ["h2o", "-c", os.path.join(CONF, f"h2o{suffix}.conf")],
@@ -284,6 +288,8 @@ def drive(driver, workload, port, duration, conns, label=None, json_out=None):
     cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration:g}s", "--latency"]
     if workload.get("pipeline", 1) > 1:
         cmd += ["-s", os.path.join(CONF, "pipeline.lua")]
+    elif workload.get("paths"):
+        cmd += ["-s", os.path.join(CONF, "mix.lua")]
     out = sh(["taskset", "-c", DRIVER_CPU] + cmd + [url])
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -406,7 +412,7 @@ def target_rows(medians, many):
 
 
 def svg_chart(medians, servers, workloads):
-    colors = {"ringserve": "#2a6fdb", "ringserve-blocking": "#8fb3ee", "nginx": "#2f9e44",
+    colors = {"ringserve": "#2a6fdb", "ringserve-blocking": "#8fb3ee", "ringserve-epoll": "#1c3f7a", "nginx": "#2f9e44",
               "lighttpd": "#e8590c", "h2o": "#ae3ec9"}
     rows = [(w, d) for w in workloads for d in ("loadgen", "wrk") if any((w, d, s) in medians for s in servers)]
     bar, gap, label_w, width = 16, 26, 300, 980
@@ -446,21 +452,30 @@ def main():
     many = 1000 if args.quick else 10000
     os.makedirs(OUT, exist_ok=True)
     make_root()
-    ports = {"ringserve": 18081, "ringserve-blocking": 18082, "nginx": 18083, "lighttpd": 18084, "h2o": 18085}
+    ports = {"ringserve": 18081, "ringserve-blocking": 18082, "ringserve-epoll": 18088, "nginx": 18083,
+             "lighttpd": 18084, "h2o": 18085}
     log_ports = {"ringserve+log": 18086, "nginx+log": 18087}
     os.makedirs(LOGS, exist_ok=True)
     write_configs({**ports, **log_ports})
     with open(os.path.join(CONF, "pipeline.lua"), "w") as f:
         f.write('init = function(args)\n local r = {}\n for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end\n'
                 ' req = table.concat(r)\nend\nrequest = function() return req end\n')
+    # The page-load mix for wrk: its paths in turn, asking for the compressed variants.
+    with open(os.path.join(CONF, "mix.lua"), "w") as f:
+        f.write(f'local paths = {{}}\nfor line in io.lines("{OUT}/mix-paths.txt") do\n'
+                ' if #line > 0 then paths[#paths + 1] = line end\nend\nlocal i = 0\n'
+                'request = function()\n i = i % #paths + 1\n'
+                ' return wrk.format("GET", paths[i], {["Accept-Encoding"] = "br, gzip"})\nend\n')
     workloads = [
         {"name": "small page", "path": "/small.html", "drivers": ["loadgen", "wrk"], "plot": "small-page"},
         {"name": "small page, pipeline 16", "path": "/small.html", "pipeline": 16, "drivers": ["loadgen", "wrk"]},
-        {"name": "50 KiB image", "path": "/image.jpg", "drivers": ["loadgen"]},
-        {"name": "1 MiB file", "path": "/big.bin", "drivers": ["loadgen"]},
-        {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen"],
+        {"name": "50 KiB image", "path": "/image.jpg", "drivers": ["loadgen", "wrk"]},
+        {"name": "1 MiB file", "path": "/big.bin", "drivers": ["loadgen", "wrk"]},
+        {"name": "1 MiB file, 10 connections", "path": "/big.bin", "conns": 10, "drivers": ["loadgen", "wrk"]},
+        {"name": "page-load mix (br/gzip)", "path": "/mix/index.html", "paths": True, "drivers": ["loadgen", "wrk"],
          "plot": "page-load-mix"},
-        {"name": f"{many:,} connections", "path": "/small.html", "conns": many, "drivers": ["loadgen"]},
+        {"name": f"{many:,} connections", "path": "/small.html", "conns": many, "rss": True,
+         "drivers": ["loadgen"]},
         # The small page again, ringserve and nginx each writing an access log to a file (its
         # cost is the ratio to the first row).
         {"name": "small page, access log on", "path": "/small.html", "drivers": ["loadgen", "wrk"],
@@ -510,7 +525,7 @@ def main():
                         json_out = (os.path.join(OUT, f"latency-{w['plot']}-{s}.json")
                                     if d == "loadgen" and "plot" in w else None)
                         result = drive(d, w, port, duration, conns, label=s, json_out=json_out)
-                        if "conns" in w:
+                        if w.get("rss"):
                             result["rss_per_conn_bytes"] = max(0, rss_kib(procs[name]) - idle_rss) * 1024 / conns
                         ticks = cpu_ticks(procs[name]) - before
                         result["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(result["requests"], 1)
