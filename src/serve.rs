@@ -1,4 +1,4 @@
-//! Request bytes in, queued responses out: the protocol logic both engines share. Sans-I/O:
+//! Request bytes in, queued responses out: the protocol logic every engine shares. Sans-I/O:
 //! it reads from a byte slice, writes into a `Batch`, and tells its caller how many input bytes
 //! it used and whether the connection must close. No allocation, no syscall.
 

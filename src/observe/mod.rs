@@ -3,7 +3,7 @@
 //! (`prometheus`) with a health check on the admin listener (`admin`), and operating errors
 //! on standard error (`errlog`).
 //!
-//! Both engines report the same way: `serve` notes each response in its batch
+//! Every engine reports the same way: `serve` notes each response in its batch
 //! (`Batch::annotate`), and when the batch is sent, or its connection ends, the engine hands it
 //! to its `Recorder`, which counts each response and logs it with the body bytes that actually
 //! left.
