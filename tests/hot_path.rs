@@ -66,20 +66,23 @@ const REVALIDATE_EVERY_MS: u64 = 5;
 
 #[test]
 fn steady_state_requests_allocate_nothing() {
-    // One test, so the two servers never count each other's allocations.
-    steady_state(false);
-    steady_state(true);
+    // One test, so the servers never count each other's allocations.
+    for engine in [ringserve::Engine::Uring, ringserve::Engine::Epoll] {
+        steady_state(engine, false);
+        steady_state(engine, true);
+    }
 }
 
 /// With `watch`, re-checks are triggered by inotify events: a thread opens the page for
 /// writing and closes it every 2 ms (IN_CLOSE_WRITE, contents unchanged), through libc with a
 /// path built beforehand, so it allocates nothing itself.
-fn steady_state(watch: bool) {
+fn steady_state(engine: ringserve::Engine, watch: bool) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), vec![b'x'; 135]).unwrap();
     std::fs::write(dir.path().join("image.bin"), vec![b'y'; 64 * 1024]).unwrap();
     let mut config = ringserve::Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
     config.threads = 1;
+    config.engine = engine;
     // Revalidation included: each cached file is re-checked (statx) every few milliseconds,
     // many times during the measured requests, and that must not allocate either.
     config.cache.revalidate_ms = Some(REVALIDATE_EVERY_MS);
@@ -145,11 +148,14 @@ fn steady_state(watch: bool) {
     }
     assert_eq!(
         allocations, 0,
-        "watch {watch}: {allocations} allocations during 10,008 steady-state requests"
+        "{engine:?}, watch {watch}: {allocations} allocations during 10,008 steady-state requests"
     );
     drop(stream);
     let counters = server.shutdown().unwrap();
-    assert!(counters.cache_revalidations > 10, "watch {watch}: re-checks: {counters:?}");
+    assert!(
+        counters.cache_revalidations > 10,
+        "{engine:?}, watch {watch}: re-checks: {counters:?}"
+    );
     assert_eq!(counters.cache_misses, 2, "each file opened once: {counters:?}");
     assert_eq!(counters.responses(), 2 + 8_000 + 10_008, "{counters:?}");
     if watch {
