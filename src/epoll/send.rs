@@ -9,6 +9,14 @@ use std::os::fd::RawFd;
 use super::errno;
 use crate::batch::Batch;
 
+/// Bytes of a large body one connection hands to `sendfile` per loop turn; the rest waits for
+/// the end of the turn. Without a cap one call queued a whole 1 MiB body in the socket, which
+/// is cheap for a client that reads in user space and costly for one that drains in the
+/// kernel (what the congestion control does not let out at once is paced by timer). 1 MiB
+/// file, 100 connections, server CPU-us per request (medians of 3 rounds, loadgen / wrk):
+/// uncapped 473 / 124, 256 KiB 153 / 218, 512 KiB 155 / 157; 512 KiB is the best compromise.
+const SENDFILE_BYTES_PER_TURN_MAX: usize = 512 * 1024;
+
 /// How far a send got.
 pub(super) enum Sent {
     /// Everything in the batch left.
@@ -48,12 +56,13 @@ pub(super) fn send_batch(fd: RawFd, batch: &mut Batch, budget: &mut usize) -> Se
         batch.advance(n as usize);
         *budget = budget.saturating_sub(n as usize);
     }
+    let mut step = SENDFILE_BYTES_PER_TURN_MAX;
     while let Some(body) = batch.splice().filter(|b| b.to_pipe > 0) {
-        if *budget == 0 {
+        if *budget == 0 || step == 0 {
             return Sent::Yield;
         }
         let mut offset = body.offset as libc::off_t;
-        let count = (body.to_pipe as usize).min(*budget);
+        let count = (body.to_pipe as usize).min(*budget).min(step);
         // SAFETY: `offset` is a live local; the file is kept open by an entry the batch holds,
         // and the socket by its connection.
         let n = unsafe { libc::sendfile(fd, body.fd, &mut offset, count) };
@@ -71,6 +80,7 @@ pub(super) fn send_batch(fd: RawFd, batch: &mut Batch, budget: &mut usize) -> Se
         body.to_pipe -= n as u64;
         batch.spliced_out(n as u64);
         *budget = budget.saturating_sub(n as usize);
+        step = step.saturating_sub(n as usize);
     }
     batch.finish_splice();
     Sent::Done
