@@ -33,6 +33,7 @@ pub mod observe;
 pub mod serve;
 pub mod server;
 pub mod site;
+pub mod timers;
 pub mod uring;
 
 pub use config::{Cli, Config, Engine};

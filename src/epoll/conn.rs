@@ -1,37 +1,19 @@
 //! Connection records and their timers: a fixed array allocated at start-up, a free list, a
 //! generation per record (an event for a connection that ended since is recognized as stale),
-//! and one FIFO list per timeout kind. Each kind has one duration, so FIFO order is deadline
-//! order: arming is O(1) and the tick pops expired connections from the head (the idea of
-//! `uring::slots`).
+//! and the FIFO timer lists of `crate::timers`, as `uring::slots` has them.
 
 use std::os::fd::RawFd;
 
 use crate::observe::access_log::PeerText;
 use crate::serve::Session;
+pub use crate::timers::Timer;
+use crate::timers::{Timed, TimerLink, TimerLists};
 
 /// Marks the end of an intrusive list, and "no pooled buffer".
 pub const NIL: u32 = u32::MAX;
 
 /// Generations wrap at 2^31: the epoll key keeps the top bit for the worker's own descriptors.
 const GENERATION_MASK: u32 = (1 << 31) - 1;
-
-/// Which timeout a connection is waiting on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    /// No timer.
-    None = 0,
-    /// A request head started and has not completed.
-    Header = 1,
-    /// Idle keep-alive between requests.
-    Idle = 2,
-    /// A send is waiting for the socket to drain.
-    Send = 3,
-    /// Half-closed after the last response, discarding the client's last bytes.
-    Linger = 4,
-}
-
-/// Number of timer lists (every kind but `None`).
-const TIMER_KINDS: usize = 4;
 
 /// The life of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +52,16 @@ pub struct Conn {
     pub queued: bool,
     /// The client's address, with an access log.
     pub peer: PeerText,
-    timer: Timer,
-    deadline: u64,
-    prev: u32,
-    next: u32,
+    timer: TimerLink,
+}
+
+impl Timed for Conn {
+    fn link(&self) -> &TimerLink {
+        &self.timer
+    }
+    fn link_mut(&mut self) -> &mut TimerLink {
+        &mut self.timer
+    }
 }
 
 impl Conn {
@@ -92,16 +80,13 @@ impl Conn {
             sending: false,
             queued: false,
             peer: PeerText::default(),
-            timer: Timer::None,
-            deadline: 0,
-            prev: NIL,
-            next: NIL,
+            timer: TimerLink::default(),
         }
     }
 
     /// The timer the connection is waiting on.
     pub fn timer(&self) -> Timer {
-        self.timer
+        self.timer.timer()
     }
 }
 
@@ -109,9 +94,7 @@ impl Conn {
 pub struct Conns {
     conns: Box<[Conn]>,
     free: Vec<u32>,
-    heads: [u32; TIMER_KINDS],
-    tails: [u32; TIMER_KINDS],
-    armed: [u32; TIMER_KINDS],
+    timers: TimerLists,
     live: u32,
 }
 
@@ -121,9 +104,7 @@ impl Conns {
         Conns {
             conns: (0..count).map(|_| Conn::empty()).collect(),
             free: (0..count).rev().collect(),
-            heads: [NIL; TIMER_KINDS],
-            tails: [NIL; TIMER_KINDS],
-            armed: [0; TIMER_KINDS],
+            timers: TimerLists::default(),
             live: 0,
         }
     }
@@ -170,7 +151,7 @@ impl Conns {
 
     /// Connections waiting on `timer` (not `None`).
     pub fn armed(&self, timer: Timer) -> u32 {
-        self.armed[timer as usize - 1]
+        self.timers.armed(timer)
     }
 
     /// Indices of every record in use (for shutdown).
@@ -180,59 +161,17 @@ impl Conns {
 
     /// Puts the connection at the tail of `timer`'s list, expiring at tick `deadline`.
     pub fn arm(&mut self, index: u32, timer: Timer, deadline: u64) {
-        self.disarm(index);
-        if timer == Timer::None {
-            return;
-        }
-        let kind = timer as usize - 1;
-        self.armed[kind] += 1;
-        let tail = self.tails[kind];
-        let conn = &mut self.conns[index as usize];
-        conn.timer = timer;
-        conn.deadline = deadline;
-        conn.prev = tail;
-        conn.next = NIL;
-        if tail == NIL {
-            self.heads[kind] = index;
-        } else {
-            self.conns[tail as usize].next = index;
-        }
-        self.tails[kind] = index;
+        self.timers.arm(&mut self.conns, index, timer, deadline);
     }
 
     /// Takes the connection out of its timer list.
     pub fn disarm(&mut self, index: u32) {
-        let conn = &self.conns[index as usize];
-        let (timer, prev, next) = (conn.timer, conn.prev, conn.next);
-        if timer == Timer::None {
-            return;
-        }
-        let kind = timer as usize - 1;
-        self.armed[kind] -= 1;
-        if prev == NIL {
-            self.heads[kind] = next;
-        } else {
-            self.conns[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tails[kind] = prev;
-        } else {
-            self.conns[next as usize].prev = prev;
-        }
-        let conn = &mut self.conns[index as usize];
-        conn.timer = Timer::None;
-        conn.prev = NIL;
-        conn.next = NIL;
+        self.timers.disarm(&mut self.conns, index);
     }
 
     /// The first connection of `timer`'s list if it expired by tick `now`; it is disarmed.
     pub fn pop_expired(&mut self, timer: Timer, now: u64) -> Option<u32> {
-        let head = self.heads[timer as usize - 1];
-        if head == NIL || self.conns[head as usize].deadline > now {
-            return None;
-        }
-        self.disarm(head);
-        Some(head)
+        self.timers.pop_expired(&mut self.conns, timer, now)
     }
 }
 

@@ -363,7 +363,7 @@ impl Worker {
         // headers); the idle timer is, by every byte of a request body being skipped.
         let timer = if slot.input.is_some() { Timer::Header } else { Timer::Idle };
         let body_arriving = timer == Timer::Idle && slot.session.skip_bytes > 0;
-        if slot.timer != timer || body_arriving {
+        if slot.timer() != timer || body_arriving {
             let ticks = if timer == Timer::Header { self.ticks.header } else { self.ticks.idle };
             self.slots.arm(index, timer, self.now + ticks);
         }

@@ -5,38 +5,17 @@
 //! flight (`Slot::is_quiet`), and its generation is bumped then, so a late completion for the
 //! old connection is recognized as stale.
 //!
-//! Timers: each timeout kind has a fixed duration, so a FIFO list per kind is also sorted by
-//! deadline; arming moves a slot to the tail in O(1) and the tick pops expired slots from the
-//! head. No heap, no per-connection timer op in the ring.
+//! Timers: the FIFO lists of `crate::timers`, threaded through the slots.
 
 use std::os::fd::RawFd;
 
 use super::token::GENERATION_MASK;
 use crate::serve::Session;
-
-/// Marks the end of an intrusive list.
-const NIL: u32 = u32::MAX;
+pub use crate::timers::Timer;
+use crate::timers::{Timed, TimerLink, TimerLists};
 
 /// Marks the end of a held-buffer list.
 pub const NO_BUFFER: u16 = u16::MAX;
-
-/// Which timeout a connection is waiting on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    /// No timer (closing).
-    None = 0,
-    /// Waiting for a request head to complete.
-    Header = 1,
-    /// Idle keep-alive between requests.
-    Idle = 2,
-    /// A send is making no progress.
-    Send = 3,
-    /// Half-closed, draining the client's last bytes.
-    Linger = 4,
-}
-
-/// Number of timer lists (every kind but `None`).
-const TIMER_KINDS: usize = 4;
 
 /// Which step of a large body's splice is in flight (the send slot's operation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,12 +92,17 @@ pub struct Slot {
     pub pipe: Option<u32>,
     /// What the in-flight send is, when it is a splice.
     pub splice_stage: SpliceStage,
-    /// The timer list the slot is in.
-    pub timer: Timer,
-    /// Tick at which the timer expires.
-    deadline: u64,
-    prev: u32,
-    next: u32,
+    /// The slot's place in the timer lists.
+    timer: TimerLink,
+}
+
+impl Timed for Slot {
+    fn link(&self) -> &TimerLink {
+        &self.timer
+    }
+    fn link_mut(&mut self) -> &mut TimerLink {
+        &mut self.timer
+    }
 }
 
 impl Slot {
@@ -144,11 +128,13 @@ impl Slot {
             batch: None,
             pipe: None,
             splice_stage: SpliceStage::None,
-            timer: Timer::None,
-            deadline: 0,
-            prev: NIL,
-            next: NIL,
+            timer: TimerLink::default(),
         }
+    }
+
+    /// The timer the slot is waiting on.
+    pub fn timer(&self) -> Timer {
+        self.timer.timer()
     }
 
     /// No operation on this slot is in flight.
@@ -161,10 +147,7 @@ impl Slot {
 pub struct Slots {
     slots: Box<[Slot]>,
     free: Vec<u32>,
-    heads: [u32; TIMER_KINDS],
-    tails: [u32; TIMER_KINDS],
-    /// Slots in each timer list (the connection gauges).
-    armed: [u32; TIMER_KINDS],
+    timers: TimerLists,
     live: u32,
 }
 
@@ -173,14 +156,7 @@ impl Slots {
     pub fn new(count: u32) -> Slots {
         let slots: Box<[Slot]> = (0..count).map(|_| Slot::empty()).collect();
         assert_eq!(slots.len(), count as usize);
-        Slots {
-            slots,
-            free: (0..count).rev().collect(),
-            heads: [NIL; TIMER_KINDS],
-            tails: [NIL; TIMER_KINDS],
-            armed: [0; TIMER_KINDS],
-            live: 0,
-        }
+        Slots { slots, free: (0..count).rev().collect(), timers: TimerLists::default(), live: 0 }
     }
 
     /// Takes a free slot for socket `fd`.
@@ -229,7 +205,7 @@ impl Slots {
 
     /// Slots waiting on `timer` (not `None`).
     pub fn armed(&self, timer: Timer) -> u32 {
-        self.armed[timer as usize - 1]
+        self.timers.armed(timer)
     }
 
     /// Indices of every slot in use (for shutdown).
@@ -239,63 +215,17 @@ impl Slots {
 
     /// Puts the slot at the tail of `timer`'s list, expiring at tick `deadline`.
     pub fn arm(&mut self, index: u32, timer: Timer, deadline: u64) {
-        self.disarm(index);
-        if timer == Timer::None {
-            return;
-        }
-        let kind = timer as usize - 1;
-        self.armed[kind] += 1;
-        let tail = self.tails[kind];
-        {
-            let slot = &mut self.slots[index as usize];
-            slot.timer = timer;
-            slot.deadline = deadline;
-            slot.prev = tail;
-            slot.next = NIL;
-        }
-        if tail == NIL {
-            self.heads[kind] = index;
-        } else {
-            self.slots[tail as usize].next = index;
-        }
-        self.tails[kind] = index;
+        self.timers.arm(&mut self.slots, index, timer, deadline);
     }
 
     /// Takes the slot out of its timer list.
     pub fn disarm(&mut self, index: u32) {
-        let (timer, prev, next) = {
-            let slot = &self.slots[index as usize];
-            (slot.timer, slot.prev, slot.next)
-        };
-        if timer == Timer::None {
-            return;
-        }
-        let kind = timer as usize - 1;
-        self.armed[kind] -= 1;
-        if prev == NIL {
-            self.heads[kind] = next;
-        } else {
-            self.slots[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tails[kind] = prev;
-        } else {
-            self.slots[next as usize].prev = prev;
-        }
-        let slot = &mut self.slots[index as usize];
-        slot.timer = Timer::None;
-        slot.prev = NIL;
-        slot.next = NIL;
+        self.timers.disarm(&mut self.slots, index);
     }
 
     /// The first slot of `timer`'s list if it expired by tick `now`; it is disarmed.
     pub fn pop_expired(&mut self, timer: Timer, now: u64) -> Option<u32> {
-        let head = self.heads[timer as usize - 1];
-        if head == NIL || self.slots[head as usize].deadline > now {
-            return None;
-        }
-        self.disarm(head);
-        Some(head)
+        self.timers.pop_expired(&mut self.slots, timer, now)
     }
 }
 
@@ -304,24 +234,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timers_expire_in_deadline_order_and_rearming_moves_to_tail() {
-        let mut slots = Slots::new(4);
+    fn timer_counts_follow_arming_and_release() {
+        let mut slots = Slots::new(2);
         let a = slots.open(10).unwrap();
-        let b = slots.open(11).unwrap();
-        let c = slots.open(12).unwrap();
         slots.arm(a, Timer::Idle, 5);
-        slots.arm(b, Timer::Idle, 6);
-        slots.arm(c, Timer::Idle, 7);
-        slots.arm(a, Timer::Idle, 8); // activity on a
-        assert_eq!(slots.armed(Timer::Idle), 3);
-        assert_eq!(slots.pop_expired(Timer::Idle, 4), None);
-        assert_eq!(slots.pop_expired(Timer::Idle, 7), Some(b));
-        assert_eq!(slots.pop_expired(Timer::Idle, 7), Some(c));
-        assert_eq!(slots.pop_expired(Timer::Idle, 7), None);
-        slots.arm(a, Timer::Send, 9);
-        assert_eq!(slots.pop_expired(Timer::Idle, 100), None);
-        assert_eq!(slots.pop_expired(Timer::Send, 100), Some(a));
-        assert_eq!((slots.armed(Timer::Idle), slots.armed(Timer::Send)), (0, 0));
+        assert_eq!((slots.armed(Timer::Idle), slots.get(a).timer()), (1, Timer::Idle));
+        slots.get(a).phase = Phase::Closing;
+        slots.release(a);
+        assert_eq!(slots.armed(Timer::Idle), 0, "a released slot leaves its list");
     }
 
     #[test]
