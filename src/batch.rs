@@ -5,7 +5,7 @@
 //! **Invariants:** every iovec points either into `heads` (owned, never reallocated) or into a
 //! file mapping of an entry in `entries`; both live until `clear`, which the engines call only after
 //! the kernel has finished with the send. Only `Body::Owned` bytes are ever copied here; a
-//! mapped body is only handed to the kernel (iovec or splice), so a file truncated under its
+//! mapped body is only handed to the kernel (iovec or sendfile), so a file truncated under its
 //! mapping can fail a send but never fault the process.
 
 use std::sync::Arc;
@@ -19,30 +19,47 @@ use crate::observe::access_log::{self, LogFormat, RequestText};
 /// kernel less than an extra iovec, and a pipelined burst of small files becomes one segment.
 pub const INLINE_BODY_BYTES_MAX: usize = 2048;
 
-/// Bodies at least this large are spliced from their file (file -> pipe -> socket, no copy
-/// in user space or into the socket buffer) instead of sent from the mapping with sendmsg,
-/// which copies every byte into the socket buffer. Measured crossover (loopback, 100
-/// connections, server CPU-us per request, copy vs splice): 24 KiB 5.7/5.4,
-/// 48 KiB 7.2/6.5, 64 KiB 7.0/7.8, 96 KiB 8.2/9.0, 128 KiB 14.5/11.4, 256 KiB 43/19. Splicing
-/// wins from 24 KiB except for responses of two loopback segments (64-100 KiB), where it
-/// loses about 10%; a single threshold keeps the rule simple. Files this small are read into
-/// memory at scan time (16 KiB and below) and have no file to splice from anyway.
-pub const SPLICE_BODY_BYTES_MIN: usize = 24 * 1024;
+/// Bodies at least this large are sent from their file with `sendfile` (the kernel hands
+/// page-cache pages to the socket: no copy in user space or into the socket buffer) instead of
+/// from the mapping with sendmsg, which copies every byte into the socket buffer. Measured
+/// crossover (loopback, 100 connections, server CPU-us per request, copy vs zero-copy from the
+/// file): 24 KiB 5.7/5.4, 48 KiB 7.2/6.5, 64 KiB 7.0/7.8, 96 KiB 8.2/9.0, 128 KiB 14.5/11.4,
+/// 256 KiB 43/19. Zero-copy wins from 24 KiB except for responses of two loopback segments
+/// (64-100 KiB), where it lost about 10%; a single threshold keeps the rule simple. Files this
+/// small are read into memory at scan time (16 KiB and below) and have no file to send from.
+pub const FILE_BODY_BYTES_MIN: usize = 24 * 1024;
 
-/// A body to splice from a file after the batch's iovecs are sent.
+/// Bytes of a file body one `sendfile` call may move before the connection yields to others.
+/// Without a cap one call queued a whole 1 MiB body in the socket, which is cheap for a client
+/// that reads in user space and costly for one that drains in the kernel (what the congestion
+/// control does not let out at once is paced by timer). 1 MiB file, 100 connections, epoll
+/// engine, server CPU-us per request (medians of 3 rounds, loadgen / wrk): uncapped 473 / 124,
+/// 256 KiB 153 / 218, 512 KiB 155 / 157; 512 KiB is the best compromise.
+pub const FILE_STEP_BYTES_MAX: usize = 512 * 1024;
+
+/// A body sent from its file (`sendfile`) after the batch's iovecs are sent.
 #[derive(Debug, Clone, Copy)]
-pub struct SpliceBody {
+pub struct FileBody {
     /// The file, kept open by an entry the batch holds.
     pub fd: std::os::fd::RawFd,
-    /// Next file offset to move into the pipe.
+    /// Next file offset to send.
     pub offset: u64,
-    /// Bytes not yet moved into the pipe.
-    pub to_pipe: u64,
-    /// Bytes in the pipe, not yet moved to the socket.
-    pub in_pipe: u64,
+    /// Bytes not yet sent.
+    pub left: u64,
     /// The body's first byte in the mapping and its file offset, for a fallback to sendmsg.
     mapped: *const u8,
     first_offset: u64,
+}
+
+/// What one `Batch::send_file` call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSend {
+    /// This many bytes left (the body is done when `Batch::file_body` is `None`).
+    Moved(usize),
+    /// The socket is full (EAGAIN): wait until it is writable.
+    Blocked,
+    /// The connection failed, or the file shrank under the body.
+    Failed,
 }
 
 /// What the access log and the counters need of one queued response.
@@ -114,13 +131,13 @@ pub struct Batch {
     /// flight, so batches are always boxed.
     msg: libc::msghdr,
     /// A large body that follows the iovecs; a batch with one takes no further responses.
-    splice: Option<SpliceBody>,
+    file: Option<FileBody>,
     /// One per queued response, for the access log and the counters. Allocated once.
     exchanges: Vec<Exchange>,
     /// The exchanges' request text, escaped (only with an access log). Grows to the largest
     /// batch's need once, then is reused with the batch.
     log_text: Vec<u8>,
-    /// Bytes of the stream queued (heads, bodies, the spliced body) and sent so far.
+    /// Bytes of the stream queued (heads, bodies, the file body) and sent so far.
     queued_bytes: u64,
     sent_bytes: u64,
 }
@@ -140,7 +157,7 @@ impl Batch {
             // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid value
             // (null pointers, zero lengths).
             msg: unsafe { std::mem::zeroed() },
-            splice: None,
+            file: None,
             exchanges: Vec::with_capacity(BATCH_IOVEC_COUNT / 2),
             log_text: Vec::new(),
             queued_bytes: 0,
@@ -150,23 +167,23 @@ impl Batch {
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.remaining_bytes == 0 && self.splice.is_none()
+        self.remaining_bytes == 0 && self.file.is_none()
     }
 
-    /// Whether the iovecs are all sent (a spliced body may still follow).
+    /// Whether the iovecs are all sent (a file body may still follow).
     pub fn iovecs_sent(&self) -> bool {
         self.remaining_bytes == 0
     }
 
     /// Whether one more response of any kind fits.
     pub fn has_room(&self) -> bool {
-        self.splice.is_none()
+        self.file.is_none()
             && self.iov_len + 2 <= self.iov.len()
             && self.heads.len() - self.heads_len >= RESPONSE_HEAD_BYTES_MAX
     }
 
     /// Queues a response with a file's body: owned bytes like `push`; a mapped slice by
-    /// reference (an iovec the kernel reads), or marked for splicing from its file when large.
+    /// reference (an iovec the kernel reads), or marked for sending from its file when large.
     pub fn push_file(
         &mut self,
         write: impl FnOnce(&mut HeadWriter<'_>) -> Result<(), Overflow>,
@@ -183,45 +200,71 @@ impl Batch {
         if let Some(last) = self.exchanges.last_mut() {
             last.body_len = mapped.len() as u64;
         }
-        // Any part of a large file is spliced, small ranges too: then its mapping is never
-        // read and costs the process no memory (`Entry::weight` counts none of it).
-        if !mapped.spliced() {
+        // Any part of a large file is sent from the file, small ranges too: then its mapping is
+        // never read and costs the process no memory (`Entry::weight` counts none of it).
+        if !mapped.from_file() {
             self.push_iov(mapped.addr(), mapped.len());
             return Ok(());
         }
         let (fd, offset) = mapped.file();
         self.queued_bytes += mapped.len() as u64;
-        self.splice = Some(SpliceBody {
+        self.file = Some(FileBody {
             fd,
             offset,
-            to_pipe: mapped.len() as u64,
-            in_pipe: 0,
+            left: mapped.len() as u64,
             mapped: mapped.addr(),
             first_offset: offset,
         });
         Ok(())
     }
 
-    /// The body to splice once the iovecs are sent, if any.
-    pub fn splice(&mut self) -> Option<&mut SpliceBody> {
-        self.splice.as_mut()
+    /// The body to send from its file once the iovecs are sent, if any.
+    pub fn file_body(&self) -> Option<&FileBody> {
+        self.file.as_ref()
     }
 
-    /// Marks the spliced body as completely sent.
-    pub fn finish_splice(&mut self) {
-        self.splice = None;
+    /// Sends up to `max` bytes of the file body to socket `sock` with one `sendfile` (the
+    /// socket non-blocking, or blocking with a send timeout), and accounts for them; the body
+    /// is forgotten once all of it left. Shared by the three engines.
+    pub fn send_file(&mut self, sock: std::os::fd::RawFd, max: usize) -> FileSend {
+        let Some(body) = self.file.as_mut() else { return FileSend::Moved(0) };
+        let count = (body.left as usize).min(max);
+        let mut offset = body.offset as libc::off_t;
+        let n = loop {
+            // SAFETY: `offset` is a live local; the file is kept open by an entry this batch
+            // holds, and the socket by its connection, for this synchronous call.
+            let n = unsafe { libc::sendfile(sock, body.fd, &mut offset, count) };
+            if n >= 0 {
+                break n as usize;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return FileSend::Blocked,
+                _ => return FileSend::Failed,
+            }
+        };
+        if n == 0 && count > 0 {
+            return FileSend::Failed; // the file shrank under us
+        }
+        body.offset += n as u64;
+        body.left -= n as u64;
+        if body.left == 0 {
+            self.file = None;
+        }
+        self.sent_bytes += n as u64;
+        FileSend::Moved(n)
     }
 
-    /// Turns a spliced body that has not started into an iovec over its mapping, for when no
-    /// pipe is available. Returns false if splicing already began (then it must continue).
-    pub fn splice_to_iovec(&mut self) -> bool {
-        match self.splice {
-            Some(body) if body.in_pipe == 0 && self.iov_len < self.iov.len() => {
-                self.splice = None;
+    /// Turns what is left of the file body into an iovec over its mapping, for when it cannot
+    /// be sent from the file. Returns false if there is no body or no free iovec.
+    pub fn file_to_iovec(&mut self) -> bool {
+        match self.file {
+            Some(body) if self.iov_len < self.iov.len() => {
+                self.file = None;
                 let done = (body.offset - body.first_offset) as usize;
-                // Already counted as queued when it was marked for splicing.
-                self.queued_bytes -= body.to_pipe;
-                self.push_iov(body.mapped.wrapping_add(done), body.to_pipe as usize);
+                // Already counted as queued when it was marked for sending from the file.
+                self.queued_bytes -= body.left;
+                self.push_iov(body.mapped.wrapping_add(done), body.left as usize);
                 true
             }
             _ => false,
@@ -320,11 +363,6 @@ impl Batch {
         self.log_text.clear();
     }
 
-    /// Records that `bytes` of the spliced body reached the socket.
-    pub fn spliced_out(&mut self, bytes: u64) {
-        self.sent_bytes += bytes;
-    }
-
     /// Appends an iovec, merging it with the previous one when the bytes are contiguous.
     fn push_iov(&mut self, base: *const u8, len: usize) {
         if len == 0 {
@@ -387,7 +425,7 @@ impl Batch {
         self.iov_next = 0;
         self.remaining_bytes = 0;
         self.entries.clear();
-        self.splice = None;
+        self.file = None;
         self.exchanges.clear();
         self.log_text.clear();
         self.queued_bytes = 0;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, FileSend};
 use crate::config::Config;
 use crate::files::FileCache;
 use crate::http::date::DateCache;
@@ -427,25 +427,14 @@ impl<'s> Connection<'s> {
             }
             self.batch.advance(n as usize);
         }
+        // Large bodies go with sendfile from the file (zero-copy), like the other engines; the
+        // socket is blocking with a send timeout, so each call moves all it is given or fails.
         let sock = self.stream.as_raw_fd();
-        while let Some(body) = self.batch.splice().filter(|b| b.to_pipe > 0) {
-            // The blocking engine sends large bodies with sendfile (same zero-copy path as
-            // the io_uring engine's splice).
-            let mut offset = body.offset as libc::off_t;
-            // SAFETY: `offset` is a live local; both descriptors are open (the file is owned by
-            // an entry the batch holds).
-            let n = unsafe { libc::sendfile(sock, body.fd, &mut offset, body.to_pipe as usize) };
-            if n <= 0 {
-                if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                return false; // error, send timeout, or the file shrank under us
+        while self.batch.file_body().is_some() {
+            if !matches!(self.batch.send_file(sock, usize::MAX), FileSend::Moved(_)) {
+                return false; // error, send timeout (EAGAIN), or the file shrank under us
             }
-            body.offset += n as u64;
-            body.to_pipe -= n as u64;
-            self.batch.spliced_out(n as u64);
         }
-        self.batch.finish_splice();
         true
     }
 

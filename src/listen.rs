@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::limits::RECV_WINDOW_BYTES;
+use crate::limits::{RECV_WINDOW_BYTES, UNSENT_BYTES_MAX};
 use crate::Error;
 
 /// Most listeners (`--addr` values, and sockets systemd passes) one server takes. Every worker
@@ -274,7 +274,23 @@ fn prepare(socket: &Socket) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     // Accepted sockets inherit the receive buffer too: it bounds how far a client can send
     // ahead of the responses it reads (see RECV_WINDOW_BYTES).
-    socket.set_recv_buffer_size(RECV_WINDOW_BYTES)
+    socket.set_recv_buffer_size(RECV_WINDOW_BYTES)?;
+    // And the limit on bytes queued but not yet sent (see UNSENT_BYTES_MAX).
+    let unsent = UNSENT_BYTES_MAX as libc::c_int;
+    // SAFETY: setsockopt reads `unsent`, a live local of the size given, on a socket we own.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&unsent as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The sockets systemd passed, not yet given to a listener, and their names.

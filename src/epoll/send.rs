@@ -1,21 +1,13 @@
 //! Sending a batch from a non-blocking socket: `send` when the pending bytes are one
 //! contiguous run, `sendmsg` over the iovecs otherwise (MSG_NOSIGNAL: a reset is an error
-//! result, never SIGPIPE), then `sendfile` for a large body (`Batch::splice`), the same
-//! zero-copy path as the io_uring engine's splice. A short send resumes where it stopped on
+//! result, never SIGPIPE), then `sendfile` for a large body (`Batch::send_file`), as the
+//! other engines do. A short send resumes where it stopped on
 //! the next EPOLLOUT.
 
 use std::os::fd::RawFd;
 
 use super::errno;
-use crate::batch::Batch;
-
-/// Bytes of a large body one connection hands to `sendfile` per loop turn; the rest waits for
-/// the end of the turn. Without a cap one call queued a whole 1 MiB body in the socket, which
-/// is cheap for a client that reads in user space and costly for one that drains in the
-/// kernel (what the congestion control does not let out at once is paced by timer). 1 MiB
-/// file, 100 connections, server CPU-us per request (medians of 3 rounds, loadgen / wrk):
-/// uncapped 473 / 124, 256 KiB 153 / 218, 512 KiB 155 / 157; 512 KiB is the best compromise.
-const SENDFILE_BYTES_PER_TURN_MAX: usize = 512 * 1024;
+use crate::batch::{Batch, FileSend, FILE_STEP_BYTES_MAX};
 
 /// How far a send got.
 pub(super) enum Sent {
@@ -32,9 +24,9 @@ pub(super) enum Sent {
 /// Sends what `batch` still holds on socket `fd`, taking the bytes sent from `budget`.
 pub(super) fn send_batch(fd: RawFd, batch: &mut Batch, budget: &mut usize) -> Sent {
     while !batch.iovecs_sent() {
-        // The heads go out with MSG_MORE when a spliced body follows: head and body then share
+        // The heads go out with MSG_MORE when a file body follows: head and body then share
         // segments, as one sendmsg would.
-        let more = if batch.splice().is_some() { libc::MSG_MORE } else { 0 };
+        let more = if batch.file_body().is_some() { libc::MSG_MORE } else { 0 };
         let flags = libc::MSG_NOSIGNAL | more;
         let pending = batch.pending();
         let n = if let [one] = pending {
@@ -56,32 +48,20 @@ pub(super) fn send_batch(fd: RawFd, batch: &mut Batch, budget: &mut usize) -> Se
         batch.advance(n as usize);
         *budget = budget.saturating_sub(n as usize);
     }
-    let mut step = SENDFILE_BYTES_PER_TURN_MAX;
-    while let Some(body) = batch.splice().filter(|b| b.to_pipe > 0) {
-        if *budget == 0 || step == 0 {
+    // One step per connection per loop turn (`FILE_STEP_BYTES_MAX`); the rest waits for the
+    // end of the turn.
+    if batch.file_body().is_some() {
+        if *budget == 0 {
             return Sent::Yield;
         }
-        let mut offset = body.offset as libc::off_t;
-        let count = (body.to_pipe as usize).min(*budget).min(step);
-        // SAFETY: `offset` is a live local; the file is kept open by an entry the batch holds,
-        // and the socket by its connection.
-        let n = unsafe { libc::sendfile(fd, body.fd, &mut offset, count) };
-        if n <= 0 {
-            if n < 0 {
-                match errno() {
-                    libc::EINTR => continue,
-                    libc::EAGAIN => return Sent::Blocked,
-                    _ => {}
-                }
-            }
-            return Sent::Failed; // an error, or the file shrank under us
+        match batch.send_file(fd, (*budget).min(FILE_STEP_BYTES_MAX)) {
+            FileSend::Moved(n) => *budget = budget.saturating_sub(n),
+            FileSend::Blocked => return Sent::Blocked,
+            FileSend::Failed => return Sent::Failed,
         }
-        body.offset += n as u64;
-        body.to_pipe -= n as u64;
-        batch.spliced_out(n as u64);
-        *budget = budget.saturating_sub(n as usize);
-        step = step.saturating_sub(n as usize);
+        if batch.file_body().is_some() {
+            return Sent::Yield;
+        }
     }
-    batch.finish_splice();
     Sent::Done
 }

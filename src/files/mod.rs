@@ -25,8 +25,8 @@ pub use watch::EVENTS_BUFFER_BYTES;
 
 /// Files up to this size are read into memory instead of mapped. Only these bytes, which the
 /// server owns, are ever read in user space (copied behind a response head). Larger files are
-/// mapped and their bytes are only ever read by the kernel (a sendmsg iovec, or a splice from the
-/// open file), where a page truncated away makes the send fail with EFAULT and that connection
+/// mapped and their bytes are only ever read by the kernel (a sendmsg iovec, or sendfile from
+/// the open file), where a page truncated away makes the send fail with EFAULT and that connection
 /// close, never the process die of SIGBUS. `Body` makes the difference a type: a mapped slice has
 /// no way to become a `&[u8]`.
 pub const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
@@ -35,8 +35,8 @@ pub const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
 enum Bytes {
     Empty,
     Copied(Box<[u8]>),
-    /// The mapping, and the open file, which the io_uring engine splices from for large
-    /// bodies (zero-copy, like sendfile).
+    /// The mapping, and the open file, which the engines send large bodies from with sendfile
+    /// (zero-copy).
     Mapped(Mmap, File),
 }
 
@@ -164,12 +164,12 @@ impl Entry {
 
     /// Bytes this entry accounts for in the cache budget: header fields, variants, and the
     /// body's bytes that can become resident in the process: all of a body read into memory,
-    /// all of a mapped one sent from its mapping (below `SPLICE_BODY_BYTES_MIN`), none of a
-    /// larger one, which is always spliced from the file (ranges included) and never touches
+    /// all of a mapped one sent from its mapping (below `FILE_BODY_BYTES_MIN`), none of a
+    /// larger one, which is always sent from the file (ranges included) and never touches
     /// the mapping (counting it would let one large video push every small file out).
     pub fn weight(&self) -> usize {
         let body = match &self.bytes {
-            Bytes::Mapped(..) if self.len as usize >= crate::batch::SPLICE_BODY_BYTES_MIN => 0,
+            Bytes::Mapped(..) if self.len as usize >= crate::batch::FILE_BODY_BYTES_MIN => 0,
             Bytes::Mapped(..) => self.len as usize,
             Bytes::Empty | Bytes::Copied(_) => self.len as usize,
         };
@@ -253,13 +253,14 @@ impl MappedSlice<'_> {
         self.ptr
     }
 
-    /// Whether the slice belongs to a file large enough that any part of it is spliced, never
-    /// sent from the mapping (so the mapping's pages never become resident in the process).
-    pub fn spliced(&self) -> bool {
-        self.file_len >= crate::batch::SPLICE_BODY_BYTES_MIN
+    /// Whether the slice belongs to a file large enough that any part of it is sent from the
+    /// file, never from the mapping (so the mapping's pages never become resident in the
+    /// process).
+    pub fn from_file(&self) -> bool {
+        self.file_len >= crate::batch::FILE_BODY_BYTES_MIN
     }
 
-    /// The open file and the slice's offset in it, for splice or sendfile.
+    /// The open file and the slice's offset in it, for sendfile.
     pub fn file(&self) -> (RawFd, u64) {
         (self.fd, self.offset)
     }

@@ -64,7 +64,6 @@ impl Worker {
             let send = Token { op: Op::Send, generation, slot: index };
             self.push_slot_op(index, Op::Cancel, opcode::AsyncCancel::new(send.pack()).build());
         } else {
-            self.release_pipe(index, false);
             self.release_batch(index);
         }
         self.finish_close(index);
@@ -103,6 +102,9 @@ impl Worker {
         // the number. So the close waits for every other operation.
         if !slot.close_submitted && slot.other_ops == 0 {
             slot.close_submitted = true;
+            // The socket's process descriptor, if one was installed, goes first: the
+            // connection ends only when both references are gone.
+            slot.sock = None;
             let fd = slot.fd;
             self.push_slot_op(index, Op::Close, opcode::Close::new(fixed(fd)).build());
             return;
@@ -117,7 +119,6 @@ impl Worker {
         self.serving.date.refresh(SystemTime::now());
         self.expire_timers();
         let freed = self.inputs.trim() + self.batches.trim();
-        self.pipes.trim();
         if freed > 0 {
             // Freed pool buffers stay in the allocator's heap; hand them back to the kernel
             // so the resident size returns to its idle level after a burst.

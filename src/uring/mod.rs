@@ -42,11 +42,12 @@ use buf_ring::BufRing;
 use lookup::Lookups;
 use pool::Pool;
 use receive::Serving;
-use send::Pipes;
 use slots::{Slots, NO_BUFFER};
 use token::{Op, Token};
 
-/// Kernel worker threads (bounded and unbounded each) per ring, for splices.
+/// Kernel worker threads (bounded and unbounded each) per ring: io-wq serves only what cannot
+/// complete inline, the file cache's cold opens and reads and the access log's writes. The cap
+/// keeps a burst of cold misses from spawning a thread each.
 const IOWQ_WORKERS_MAX: u32 = 64;
 
 /// Direct descriptors reserved beyond the connection limit, so connections over the limit can
@@ -85,7 +86,9 @@ pub struct Worker {
     starved_spare: Vec<(u32, u32)>,
     inputs: Pool<Input>,
     batches: Pool<Batch>,
-    pipes: Pipes,
+    /// Whether the kernel installs process descriptors for direct ones (Linux 6.8); cleared
+    /// at the first EINVAL, after which file bodies go from their mapping.
+    fd_install: bool,
     /// The sockets this worker accepts on, one per `--addr` (a completion's token names its
     /// listener by index, so each is re-armed on its own).
     listeners: Vec<Listening>,
@@ -166,11 +169,6 @@ impl Worker {
         ring.submitter()
             .register_files_sparse(table)
             .map_err(|source| Error::Uring { what: "fixed-file table registration", source })?;
-        // Splices run in the kernel's io-wq threads. They never block on a socket (non-
-        // blocking splice plus a poll in the ring); the cap bounds the threads (without one the
-        // kernel grew 259 under 1,000 slow readers) while leaving room for 100 busy
-        // connections: at 50 KiB bodies a cap of 1 made 448k context switches in 3 s and
-        // served 11% fewer requests than 64 (66k switches).
         let _ =
             ring.submitter().register_iowq_max_workers(&mut [IOWQ_WORKERS_MAX, IOWQ_WORKERS_MAX]);
         let secs = |d: std::time::Duration| d.as_secs().max(1);
@@ -210,7 +208,7 @@ impl Worker {
             starved_spare: Vec::new(),
             inputs: Pool::new(|| Box::new([0u8; INPUT_BUFFER_BYTES])),
             batches: Pool::new(Batch::new),
-            pipes: Pipes::default(),
+            fd_install: true,
             listeners,
             wake,
             wake_value: Box::new(0),
@@ -299,10 +297,6 @@ impl Worker {
             Op::Recv => self.on_recv(token, result, flags),
             Op::Send => {
                 self.on_send(token, result);
-                self.settle_current(token);
-            }
-            Op::Fill => {
-                self.on_fill(token, result);
                 self.settle_current(token);
             }
             Op::Lookup => self.on_lookup(token, result),

@@ -27,9 +27,12 @@ impl Worker {
         // Direct accept (Linux 5.19): each socket goes straight into the ring's fixed-file
         // table and is never a process descriptor, so later operations skip the fd-table
         // lookup and refcounting (shared by all threads), and no descriptor number can be
-        // reused under an operation in flight.
+        // reused under an operation in flight. Non-blocking: the ring polls for readiness
+        // either way, but a splice to a blocking socket waits inside a kernel worker thread
+        // until the client reads (SPLICE_F_NONBLOCK covers only the pipe side).
         let entry = opcode::AcceptMulti::new(types::Fd(listening.fd.as_raw_fd()))
             .allocate_file_index(true)
+            .flags(libc::SOCK_NONBLOCK)
             .build()
             .user_data(accept_token(listener).pack());
         listening.armed = true;

@@ -7,7 +7,7 @@
 //!
 //! Timers: the FIFO lists of `crate::timers`, threaded through the slots.
 
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use super::token::GENERATION_MASK;
 use crate::serve::Session;
@@ -17,20 +17,14 @@ use crate::timers::{Timed, TimerLink, TimerLists};
 /// Marks the end of a held-buffer list.
 pub const NO_BUFFER: u16 = u16::MAX;
 
-/// Which step of a large body's splice is in flight (the send slot's operation).
+/// Which kind of send operation is in flight for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpliceStage {
-    /// The send in flight is a sendmsg (or nothing is in flight).
+pub enum BodyStage {
+    /// A send or sendmsg of the batch's iovecs (or nothing is in flight).
     None,
-    /// File -> pipe: what is left after a linked fill moved less than its chunk.
-    ToPipe,
-    /// Pipe -> socket.
-    ToSocket,
-    /// File -> pipe linked to pipe -> socket: one trip through the kernel's worker threads
-    /// moves a chunk from the file to the socket.
-    Linked,
-    /// The socket was full (the non-blocking splice said EAGAIN): a POLLOUT poll is in
-    /// flight, or about to be submitted.
+    /// The install of a process descriptor for the socket, for sendfile.
+    Install,
+    /// A POLLOUT poll between two sendfile steps of a file body.
     WaitWritable,
 }
 
@@ -65,7 +59,7 @@ pub struct Slot {
     pub starved: bool,
     /// The client closed its side (recv returned 0): never re-arm recv.
     pub eof: bool,
-    /// A sendmsg is in flight.
+    /// A send operation is in flight (`body_stage` says which).
     pub sending: bool,
     /// The next request waits for a file-cache fill (`lookup.rs`): nothing is served until
     /// it completes.
@@ -88,10 +82,11 @@ pub struct Slot {
     pub held_count: u16,
     /// Index of the batch being filled or sent, if any.
     pub batch: Option<u32>,
-    /// Index of the pipe lent for splicing a large body, if any.
-    pub pipe: Option<u32>,
-    /// What the in-flight send is, when it is a splice.
-    pub splice_stage: SpliceStage,
+    /// A process descriptor for the socket, installed for sendfile by the connection's first
+    /// file body; closed before the socket's fixed slot is.
+    pub sock: Option<OwnedFd>,
+    /// What the in-flight send operation is.
+    pub body_stage: BodyStage,
     /// The slot's place in the timer lists.
     timer: TimerLink,
 }
@@ -126,8 +121,8 @@ impl Slot {
             held_tail: NO_BUFFER,
             held_count: 0,
             batch: None,
-            pipe: None,
-            splice_stage: SpliceStage::None,
+            sock: None,
+            body_stage: BodyStage::None,
             timer: TimerLink::default(),
         }
     }
@@ -179,7 +174,7 @@ impl Slots {
         let slot = &mut self.slots[index as usize];
         assert!(slot.is_quiet() && slot.phase == Phase::Closing, "slot released while busy");
         assert!(slot.input.is_none() && slot.batch.is_none() && slot.held_head == NO_BUFFER);
-        assert!(slot.pipe.is_none(), "a pipe is returned before its slot");
+        assert!(slot.sock.is_none(), "the process descriptor is closed before the slot");
         slot.phase = Phase::Free;
         slot.fd = -1;
         slot.generation = (slot.generation + 1) & GENERATION_MASK;

@@ -24,9 +24,6 @@ pub enum Op {
     Wake = 8,
     /// Close of a socket that never got a slot (over the connection limit).
     Reject = 9,
-    /// File -> pipe splice linked ahead of a pipe -> socket splice (`Send`); completes only
-    /// when it moved less than asked or failed, which also cancels the socket splice.
-    Fill = 10,
     /// A file-cache fill's open or read; the slot field names the fill, the generation field
     /// its generation and part (see `lookup.rs`).
     Lookup = 11,
@@ -54,7 +51,6 @@ impl Op {
             7 => Op::Tick,
             8 => Op::Wake,
             9 => Op::Reject,
-            10 => Op::Fill,
             11 => Op::Lookup,
             12 => Op::Watch,
             13 => Op::WatchPoll,

@@ -9,7 +9,7 @@
 //! iff it is well framed, has an allowed status, and its body is that version's stream at the
 //! right offset, except for zeros at or beyond a length the version was truncated to in place
 //! (the kernel zeroes the rest of the page cache folio holding a new end, and a body being
-//! sent from the mapping or spliced from the page cache carries them: counted as "torn").
+//! sent from the mapping or from the page cache (sendfile) carries them: counted as "torn").
 //!
 //! A connection may end early (FIN or reset, anywhere) only while a GET of a file that was
 //! truncated in place while mapped is pending in it: the send of that body fails, and since
@@ -44,8 +44,9 @@ const BEHAVIOUR_THREADS: usize = 16;
 const SERVER_FLAGS: [&str; 8] =
     ["--threads", "1", "--send-timeout", "3", "--keepalive-timeout", "5", "--header-timeout", "5"];
 
-/// The server copies files up to this size and maps larger ones (and splices bodies of
-/// 24 KiB and more): only a mapped file truncated in place can cut a response short.
+/// The server copies files up to this size and maps larger ones (and sends bodies of 24 KiB
+/// and more from the file with sendfile): only a mapped file truncated in place can cut a
+/// response short.
 const COPIED_FILE_BYTES_MAX: u64 = 16 * 1024;
 
 /// Descriptors the server may hold beyond its start-up count once every client is gone.
@@ -64,7 +65,7 @@ struct Churned {
     content_type: &'static str,
 }
 
-/// Web-like sizes on both sides of the copy (16 KiB) and splice (24 KiB) thresholds. A file
+/// Web-like sizes on both sides of the copy (16 KiB) and sendfile (24 KiB) thresholds. A file
 /// stays within 4 x its initial size, so the two small ones are always copied.
 const CHURNED: [Churned; 5] = [
     Churned { name: "tiny.txt", base: 100, content_type: "text/plain" },
@@ -120,8 +121,8 @@ struct Version {
 impl Version {
     /// Whether a body may carry a zero at `pos`: truncating a file zeroes the rest of the
     /// page cache folio holding the new end (a large folio can span many pages) and the rest
-    /// of a mapping's last page, and a body sent from the mapping or spliced from the page
-    /// cache meanwhile carries those zeros, even once the file has grown back.
+    /// of a mapping's last page, and a body sent from the mapping or with sendfile from the
+    /// page cache meanwhile carries those zeros, even once the file has grown back.
     fn zeroable(&self, pos: u64) -> bool {
         self.truncations.iter().any(|&len| len <= pos)
     }

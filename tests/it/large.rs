@@ -31,9 +31,8 @@ fn a_multi_megabyte_file_arrives_byte_exact() {
 
 #[test]
 fn clients_that_reset_mid_download_do_not_disturb_others() {
-    // One worker, so the splice pipes a reset connection leaves behind are the ones the next
-    // clients get: a pipe still holding a dead client's bytes must never be reused (it would
-    // stall the next splice or send those bytes to someone else).
+    // One worker, so the slots and batches a reset connection leaves behind mid-sendfile are
+    // the ones the next clients get: nothing of the dead client's body may reach them.
     let mut server = Server::start(big_root, &["--threads", "1"]);
     let expected = pseudo_random_bytes(BIG_BYTES, 42);
     for round in 0..30 {
@@ -56,8 +55,8 @@ fn clients_that_reset_mid_download_do_not_disturb_others() {
 }
 
 #[test]
-fn large_ranges_are_spliced_from_the_right_offset() {
-    // Large bodies are spliced from the file: a range must start at its offset.
+fn large_ranges_are_sent_from_the_right_offset() {
+    // Large bodies are sent from the file: a range must start at its offset.
     let server = Server::start(big_root, &[]);
     let expected = pseudo_random_bytes(BIG_BYTES, 42);
     let mut stream = server.connect();
@@ -78,4 +77,49 @@ fn large_ranges_are_spliced_from_the_right_offset() {
         read_response(&mut reader, true).header("content-length"),
         Some(BIG_BYTES.to_string().as_str())
     );
+}
+
+#[test]
+fn a_large_body_is_sent_from_its_mapping_when_no_descriptor_is_free() {
+    // The io_uring engine's sockets are direct descriptors; sendfile needs a process one, which
+    // it installs per connection. With the descriptor limit reached the install fails (EMFILE)
+    // and the body must go from the file's mapping instead, byte-exact, ranges included.
+    let server = Server::start(big_root, &["--engine", "uring", "--threads", "1"]);
+    let expected = pseudo_random_bytes(BIG_BYTES, 42);
+    // Cached first, so the file is already open when no descriptor is left.
+    assert!(get(&server, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").body == expected);
+    let pid = server.pid() as libc::pid_t;
+    // The kernel hands out the lowest free descriptor number; a limit at that number makes
+    // every new descriptor fail with EMFILE.
+    let lowest_free = (0..)
+        .find(|fd| !std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")).exists())
+        .expect("a free descriptor number") as libc::rlim_t;
+    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit writes `saved`, a live local, and reads nothing.
+    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut saved) };
+    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let tight = libc::rlimit { rlim_cur: lowest_free, rlim_max: saved.rlim_max };
+    // SAFETY: prlimit reads `tight`, a live local.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let descriptors = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = descriptors();
+    let mut stream = server.connect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(read_response(&mut reader, false).body == expected, "whole body from the mapping");
+    write!(stream, "GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=3000000-3999999\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut reader, false);
+    assert_eq!(r.status, 206);
+    assert!(r.body == expected[3_000_000..4_000_000], "a range from the mapping");
+    assert_eq!(descriptors(), before, "no descriptor could be installed");
+    // SAFETY: prlimit reads `saved`, a live local; this restores the server's limit.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &saved, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // With descriptors free again, the same connection sends from the file.
+    stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(read_response(&mut reader, false).body == expected);
+    assert_eq!(descriptors(), before + 1, "the connection's installed descriptor");
+    drop((stream, reader));
 }
