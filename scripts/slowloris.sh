@@ -3,10 +3,11 @@
 # fetching the page: the normal client must be served promptly throughout.
 #
 # Usage: scripts/slowloris.sh [SECONDS_PER_ATTACK]   (default 20; loopback only; ~1 minute per
-#        server)
+#        server and run)
 # Runs ringserve, then lighttpd as the reference, under the same attacks (SERVERS="ringserve
-# ringserve-epoll lighttpd" picks others; ONLY_SLOWREAD=1 skips the slow-headers attack), and
-# reports the normal client's fetches: how many failed, p50, p90 and the worst.
+# ringserve-epoll lighttpd" picks others; ONLY_SLOWREAD=1 skips the slow-headers attack;
+# RUNS=5 repeats the whole set, servers interleaved), and reports the normal client's fetches:
+# how many failed, p50, p90 and the worst, per run and, with several runs, over all of them.
 # Not part of scripts/test.sh: it takes minutes and needs slowhttptest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,7 +76,10 @@ summarize() {
 }
 
 status=0
+runs="${RUNS:-1}"
+for run in $(seq "$runs"); do
 for name in ${SERVERS:-ringserve lighttpd}; do
+[ "$runs" -gt 1 ] && echo "==> run $run of $runs"
 start_server "$name"
 if [ "${ONLY_SLOWREAD:-}" != 1 ]; then
 echo "==> $name, slowloris (slow headers): 1000 connections, a header line every 2 s, ${secs} s"
@@ -99,6 +103,7 @@ wait "$attack" || true
 grep -E "connected|closed|service available" "$work/slowread.txt" | tail -4 || true
 summarize "$work/probe-slowread.txt" "$name: normal client during slow read" \
     || { [ "$name" = lighttpd ] || status=1; }
+cat "$work/probe-slowread.txt" >> "$work/all-slowread-$name.txt"
 
 kill -0 "$server" 2>/dev/null || { echo "$name died during the attacks"; exit 1; }
 echo "$name still running; open descriptors now: $(ls /proc/$server/fd | wc -l)"
@@ -106,4 +111,11 @@ kill "$server"; wait "$server" 2>/dev/null || true
 server=
 sleep 1
 done
+done
+if [ "$runs" -gt 1 ]; then
+    echo "==> slow read, all $runs runs"
+    for name in ${SERVERS:-ringserve lighttpd}; do
+        summarize "$work/all-slowread-$name.txt" "$name: normal client during slow read, $runs runs" || true
+    done
+fi
 exit $status
