@@ -28,8 +28,8 @@ impl Worker {
         // table and is never a process descriptor, so later operations skip the fd-table
         // lookup and refcounting (shared by all threads), and no descriptor number can be
         // reused under an operation in flight. Non-blocking: the ring polls for readiness
-        // either way, but a splice to a blocking socket waits inside a kernel worker thread
-        // until the client reads (SPLICE_F_NONBLOCK covers only the pipe side).
+        // either way, and the worker's own sendfile of a large body (send.rs) must return
+        // EAGAIN on a full socket instead of waiting for the client.
         let entry = opcode::AcceptMulti::new(types::Fd(listening.fd.as_raw_fd()))
             .allocate_file_index(true)
             .flags(libc::SOCK_NONBLOCK)

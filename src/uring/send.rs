@@ -4,7 +4,7 @@
 //!
 //! Why not splice through the ring: io_uring has no sendfile, and its splice always runs in a
 //! kernel worker thread (io-wq). Measured against the epoll engine's sendfile, those hops cost
-//! 0.2 context switches per 50 KiB response and 1.3 per 1 MiB one, and 17-40% more server CPU
+//! 0.2 context switches per 50 KiB response and 1.3 per 1 MiB one, and 16-47% more server CPU
 //! per request; under a slow-read attack the worker threads competed with the worker for the
 //! CPU. A sendfile needs a process descriptor for the socket, which a direct accept does not
 //! give: the first large body of a connection installs one (`IORING_OP_FIXED_FD_INSTALL`,
