@@ -274,21 +274,7 @@ fn out_of_descriptors_keeps_cached_files_served_and_answers_503_for_new_ones() {
             assert_eq!(read_response(&mut reader, false).status, 200);
         }
         // Leave the server no free descriptor: re-opening the changed files fails.
-        let pid = server.pid() as libc::pid_t;
-        // The kernel hands out the lowest free descriptor number; a limit at that number makes
-        // every open fail with EMFILE (descriptors above it stay valid).
-        let lowest_free = (0..)
-            .find(|fd| !std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")).exists())
-            .expect("a free descriptor number") as libc::rlim_t;
-        let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: prlimit writes `saved`, a live local, and reads nothing.
-        let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut saved) };
-        assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
-        // Only the soft limit: lowering the hard one could not be undone without privilege.
-        let tight = libc::rlimit { rlim_cur: lowest_free, rlim_max: saved.rlim_max };
-        // SAFETY: prlimit reads `tight`, a live local.
-        let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
-        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let saved = exhaust_descriptors(server.pid());
         // New versions land by rename, all at once (re-checked every 100 ms).
         let staging = tempfile::tempdir().unwrap();
         for name in CHANGED {
@@ -314,9 +300,7 @@ fn out_of_descriptors_keeps_cached_files_served_and_answers_503_for_new_ones() {
         writer.write_all(b"GET /unseen.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let r = read_response(&mut reader, false);
         assert_eq!((r.status, r.header("retry-after")), (503, Some("1")), "{flags:?}");
-        // SAFETY: prlimit reads `saved`, a live local; this restores the server's limit.
-        let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &saved, std::ptr::null_mut()) };
-        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+        restore_descriptor_limit(server.pid(), saved);
         std::thread::sleep(Duration::from_millis(600));
         for name in CHANGED {
             writer

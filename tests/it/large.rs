@@ -88,20 +88,8 @@ fn a_large_body_is_sent_from_its_mapping_when_no_descriptor_is_free() {
     let expected = pseudo_random_bytes(BIG_BYTES, 42);
     // Cached first, so the file is already open when no descriptor is left.
     assert!(get(&server, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").body == expected);
-    let pid = server.pid() as libc::pid_t;
-    // The kernel hands out the lowest free descriptor number; a limit at that number makes
-    // every new descriptor fail with EMFILE.
-    let lowest_free = (0..)
-        .find(|fd| !std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")).exists())
-        .expect("a free descriptor number") as libc::rlim_t;
-    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit writes `saved`, a live local, and reads nothing.
-    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut saved) };
-    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let tight = libc::rlimit { rlim_cur: lowest_free, rlim_max: saved.rlim_max };
-    // SAFETY: prlimit reads `tight`, a live local.
-    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let pid = server.pid();
+    let saved = exhaust_descriptors(pid);
     let descriptors = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     let before = descriptors();
     let mut stream = server.connect();
@@ -114,9 +102,7 @@ fn a_large_body_is_sent_from_its_mapping_when_no_descriptor_is_free() {
     assert_eq!(r.status, 206);
     assert!(r.body == expected[3_000_000..4_000_000], "a range from the mapping");
     assert_eq!(descriptors(), before, "no descriptor could be installed");
-    // SAFETY: prlimit reads `saved`, a live local; this restores the server's limit.
-    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &saved, std::ptr::null_mut()) };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    restore_descriptor_limit(pid, saved);
     // With descriptors free again, the same connection sends from the file.
     stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert!(read_response(&mut reader, false).body == expected);

@@ -305,3 +305,31 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     ticks as f64 / per_sec as f64
 }
+
+/// Leaves process `pid` no free descriptor: its soft RLIMIT_NOFILE is set to the lowest free
+/// descriptor number (the kernel hands out the lowest), so every new descriptor fails with
+/// EMFILE while those above stay valid. Returns the limit to give back to
+/// `restore_descriptor_limit`.
+pub fn exhaust_descriptors(pid: u32) -> libc::rlimit {
+    let pid = pid as libc::pid_t;
+    let lowest_free = (0..)
+        .find(|fd| !Path::new(&format!("/proc/{pid}/fd/{fd}")).exists())
+        .expect("a free descriptor number") as libc::rlim_t;
+    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit writes `saved`, a live local, and reads nothing.
+    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut saved) };
+    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // Only the soft limit: lowering the hard one could not be undone without privilege.
+    let tight = libc::rlimit { rlim_cur: lowest_free, rlim_max: saved.rlim_max };
+    restore_descriptor_limit(pid as u32, tight);
+    saved
+}
+
+/// Sets process `pid`'s RLIMIT_NOFILE to `limit` (what `exhaust_descriptors` returned).
+pub fn restore_descriptor_limit(pid: u32, limit: libc::rlimit) {
+    // SAFETY: prlimit reads `limit`, a live local.
+    let set = unsafe {
+        libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut())
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
