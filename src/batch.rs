@@ -54,7 +54,7 @@ pub struct FileBody {
 /// What one `Batch::send_file` call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileSend {
-    /// This many bytes left (the body is done when `Batch::file_body` is `None`).
+    /// This many bytes were sent (the body is done when `Batch::file_body` is `None`).
     Moved(usize),
     /// The socket is full (EAGAIN): wait until it is writable.
     Blocked,
@@ -473,5 +473,77 @@ mod tests {
         assert_eq!(gather(&batch).len(), 1000);
         assert!(batch.advance(1000));
         assert!(batch.is_empty());
+    }
+
+    /// The cache's entry for a file of `len` bytes (mapped, since it is large).
+    fn large_entry(dir: &std::path::Path, len: usize) -> Arc<Entry> {
+        use crate::files::{CacheLimits, FileCache, Lookup};
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.join("f.bin"), bytes).unwrap();
+        let limits = CacheLimits {
+            entries: 10,
+            bytes: 1 << 30,
+            revalidate_ms: None,
+            watch: false,
+            open_files: 10,
+        };
+        let mut cache = FileCache::open(dir, limits).unwrap();
+        cache.fill(b"f.bin", 0);
+        match cache.get(b"f.bin", 0) {
+            Lookup::File(entry) => Arc::clone(entry),
+            _ => panic!("f.bin is no file"),
+        }
+    }
+
+    #[test]
+    fn a_file_body_goes_by_sendfile_in_steps_and_stops_on_a_full_socket() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let len = 1 << 20;
+        let entry = large_entry(dir.path(), len);
+        let mut batch = Batch::new();
+        batch.hold(&entry).unwrap();
+        batch.push_file(|w| w.put(b"HEAD"), entry.body()).unwrap();
+        assert_eq!(batch.file_body().map(|b| b.left), Some(len as u64));
+        let (sender, mut receiver) = std::os::unix::net::UnixStream::pair().unwrap();
+        sender.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut blocked = 0;
+        while batch.file_body().is_some() {
+            match batch.send_file(sender.as_raw_fd(), 64 << 10) {
+                FileSend::Moved(n) => assert!(n > 0 && n <= 64 << 10, "one step, at most max"),
+                FileSend::Blocked => {
+                    blocked += 1;
+                    let mut buf = vec![0u8; 256 << 10];
+                    let n = receiver.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                FileSend::Failed => panic!("sendfile failed"),
+            }
+        }
+        drop(sender);
+        receiver.read_to_end(&mut got).unwrap();
+        assert!(blocked > 0, "a 1 MiB body fills a socket pair's buffer");
+        assert_eq!(got, std::fs::read(dir.path().join("f.bin")).unwrap());
+        assert_eq!(batch.remaining_bytes(), 4, "only the head is left, for its own send");
+    }
+
+    #[test]
+    fn a_file_that_shrank_under_its_body_fails_the_send() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let entry = large_entry(dir.path(), 100 << 10);
+        let mut batch = Batch::new();
+        batch.hold(&entry).unwrap();
+        batch.push_file(|w| w.put(b"HEAD"), entry.body()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f.bin"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let (sender, _receiver) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(batch.send_file(sender.as_raw_fd(), usize::MAX), FileSend::Failed);
     }
 }
