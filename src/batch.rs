@@ -477,22 +477,9 @@ mod tests {
 
     /// The cache's entry for a file of `len` bytes (mapped, since it is large).
     fn large_entry(dir: &std::path::Path, len: usize) -> Arc<Entry> {
-        use crate::files::{CacheLimits, FileCache, Lookup};
         let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(dir.join("f.bin"), bytes).unwrap();
-        let limits = CacheLimits {
-            entries: 10,
-            bytes: 1 << 30,
-            revalidate_ms: None,
-            watch: false,
-            open_files: 10,
-        };
-        let mut cache = FileCache::open(dir, limits).unwrap();
-        cache.fill(b"f.bin", 0);
-        match cache.get(b"f.bin", 0) {
-            Lookup::File(entry) => Arc::clone(entry),
-            _ => panic!("f.bin is no file"),
-        }
+        crate::files::entry_of(dir, "f.bin")
     }
 
     #[test]

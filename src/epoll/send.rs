@@ -1,8 +1,7 @@
 //! Sending a batch from a non-blocking socket: `send` when the pending bytes are one
 //! contiguous run, `sendmsg` over the iovecs otherwise (MSG_NOSIGNAL: a reset is an error
 //! result, never SIGPIPE), then `sendfile` for a large body (`Batch::send_file`), as the
-//! other engines do. A short send resumes where it stopped on
-//! the next EPOLLOUT.
+//! other engines do. A short send resumes where it stopped on the next EPOLLOUT.
 
 use std::os::fd::RawFd;
 

@@ -276,26 +276,27 @@ impl MappedSlice<'_> {
     }
 }
 
+/// The entry the cache builds for `name` in `dir` (for tests here and in `batch`).
+#[cfg(test)]
+pub(crate) fn entry_of(dir: &std::path::Path, name: &str) -> Arc<Entry> {
+    let limits = CacheLimits {
+        entries: 10,
+        bytes: 1 << 30,
+        revalidate_ms: None,
+        watch: false,
+        open_files: 10,
+    };
+    let mut cache = FileCache::open(dir, limits).unwrap();
+    cache.fill(name.as_bytes(), 0);
+    match cache.get(name.as_bytes(), 0) {
+        Lookup::File(entry) => Arc::clone(entry),
+        _ => panic!("{name} is no file"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The entry the cache builds for `name` in `dir`.
-    fn entry_of(dir: &std::path::Path, name: &str) -> Arc<Entry> {
-        let limits = CacheLimits {
-            entries: 10,
-            bytes: 1 << 30,
-            revalidate_ms: None,
-            watch: false,
-            open_files: 10,
-        };
-        let mut cache = FileCache::open(dir, limits).unwrap();
-        cache.fill(name.as_bytes(), 0);
-        match cache.get(name.as_bytes(), 0) {
-            Lookup::File(entry) => Arc::clone(entry),
-            _ => panic!("{name} is no file"),
-        }
-    }
 
     #[test]
     fn a_body_keeps_its_length_whatever_the_file_does() {
