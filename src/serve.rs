@@ -68,6 +68,48 @@ pub struct Shared<'a> {
     pub site: &'a Site,
 }
 
+/// What every request of an event-loop worker is served with besides its connection, batch
+/// and cache: one per worker, the same for the io_uring and epoll engines.
+pub struct Serving {
+    /// The Date header value, refreshed by the worker's tick.
+    pub date: DateCache,
+    pub limits: ParseLimits,
+    pub keepalive_requests: u32,
+    /// Headers added to every response, fallback, error pages, listings.
+    pub site: Arc<Site>,
+}
+
+impl Serving {
+    pub fn new(config: &crate::config::Config) -> Serving {
+        Serving {
+            date: DateCache::new(),
+            limits: config.parse_limits,
+            keepalive_requests: config.keepalive_requests,
+            site: Arc::clone(&config.site),
+        }
+    }
+
+    /// The context `Session::serve_all` needs, from this worker's state and clock.
+    pub fn shared<'a>(
+        &'a self,
+        files: &'a FileCache,
+        now_ms: u64,
+        now_micros: u64,
+        log: Option<LogFormat>,
+    ) -> Shared<'a> {
+        Shared {
+            files,
+            now_ms,
+            now_micros,
+            log,
+            date: &self.date,
+            limits: &self.limits,
+            keepalive_requests: self.keepalive_requests,
+            site: &self.site,
+        }
+    }
+}
+
 /// Per-connection protocol state, kept the same way by every engine.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Session {

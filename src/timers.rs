@@ -3,6 +3,29 @@
 //! order is deadline order: arming moves a record to the tail in O(1) and the tick pops
 //! expired records from the head. No heap, no timer per connection in the kernel.
 
+/// A worker's timeouts in ticks (`limits::TICK_MILLIS`, one second), from the configuration.
+pub struct Ticks {
+    pub header: u64,
+    pub idle: u64,
+    pub send: u64,
+    pub linger: u64,
+    pub shutdown: u64,
+}
+
+impl Ticks {
+    pub fn new(config: &crate::config::Config) -> Ticks {
+        // A timeout under a second still gets one tick: zero would expire on arming.
+        let secs = |d: std::time::Duration| d.as_secs().max(1);
+        Ticks {
+            header: secs(config.header_timeout),
+            idle: secs(config.keepalive_timeout),
+            send: secs(config.send_timeout),
+            linger: crate::limits::LINGER_TIMEOUT_SECS.into(),
+            shutdown: config.shutdown_timeout.as_secs(),
+        }
+    }
+}
+
 /// Marks the end of a list.
 const NIL: u32 = u32::MAX;
 

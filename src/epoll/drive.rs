@@ -11,7 +11,7 @@ use super::send::{send_batch, Sent};
 use super::{errno, Worker, DRIVE_BYTES_PER_TURN_MAX};
 use crate::limits::INPUT_BUFFER_BYTES;
 use crate::observe::stats::Event;
-use crate::serve::{self, KeyBuffer, Shared};
+use crate::serve::{self, KeyBuffer};
 
 /// Cache fills one serve of a connection's input may run before it gives up on the input
 /// (the connection closes). Each fill answers the key it was asked for, so a request needs at
@@ -236,16 +236,7 @@ impl Worker {
         let mut used = 0;
         let mut fills = 0;
         loop {
-            let shared = Shared {
-                files: &self.files,
-                now_ms: self.now_ms,
-                now_micros: self.now_micros,
-                log,
-                date: &self.serving.date,
-                limits: &self.serving.limits,
-                keepalive_requests: self.serving.keepalive_requests,
-                site: &self.serving.site,
-            };
+            let shared = self.serving.shared(&self.files, self.now_ms, self.now_micros, log);
             let served = conn.session.serve_all(&input[used..conn.input_len], &shared, batch);
             used += served.used;
             let Some(of) = served.miss else { break };

@@ -23,14 +23,13 @@ use std::time::{Instant, SystemTime};
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::files::FileCache;
-use crate::http::date::DateCache;
-use crate::http::ParseLimits;
 use crate::limits::{INPUT_BUFFER_BYTES, TICK_MILLIS};
 use crate::observe::access_log::PeerText;
 use crate::observe::log_sink::LogSink;
 use crate::observe::stats::{Counters, Event};
 use crate::observe::Recorder;
-use crate::site::Site;
+use crate::serve::Serving;
+use crate::timers::Ticks;
 use crate::uring::pool::Pool;
 use crate::Error;
 
@@ -60,28 +59,11 @@ const KEY_WATCH: u64 = KEY_WORKER | (u32::MAX - 1) as u64;
 /// An input buffer: bytes received and not yet answered.
 type Input = [u8; INPUT_BUFFER_BYTES];
 
-/// Timeouts in ticks.
-struct Ticks {
-    header: u64,
-    idle: u64,
-    send: u64,
-    linger: u64,
-    shutdown: u64,
-}
-
 /// One listening socket of a worker.
 struct Listening {
     fd: OwnedFd,
     /// accept4 failed for lack of descriptors or memory: retried on the next tick.
     backoff: bool,
-}
-
-/// What every request of a worker is served with besides its connection, batch and cache.
-struct Serving {
-    date: DateCache,
-    limits: ParseLimits,
-    keepalive_requests: u32,
-    site: Arc<Site>,
 }
 
 /// One thread's epoll engine.
@@ -157,7 +139,6 @@ impl Worker {
             ctl(&epoll, libc::EPOLL_CTL_ADD, watch, libc::EPOLLIN as u32, KEY_WATCH)
                 .map_err(|source| Error::Os { what: "epoll_ctl (inotify)", source })?;
         }
-        let secs = |d: std::time::Duration| d.as_secs().max(1);
         let empty = libc::epoll_event { events: 0, u64: 0 };
         Ok(Worker {
             epoll,
@@ -168,19 +149,8 @@ impl Worker {
             batches: Pool::new(Batch::new),
             files,
             watch_buf: vec![0u8; crate::files::EVENTS_BUFFER_BYTES].into_boxed_slice(),
-            serving: Serving {
-                date: DateCache::new(),
-                limits: config.parse_limits,
-                keepalive_requests: config.keepalive_requests,
-                site: Arc::clone(&config.site),
-            },
-            ticks: Ticks {
-                header: secs(config.header_timeout),
-                idle: secs(config.keepalive_timeout),
-                send: secs(config.send_timeout),
-                linger: crate::limits::LINGER_TIMEOUT_SECS.into(),
-                shutdown: config.shutdown_timeout.as_secs(),
-            },
+            serving: Serving::new(config),
+            ticks: Ticks::new(config),
             started: Instant::now(),
             now: 0,
             now_ms: 0,
@@ -361,13 +331,7 @@ impl Worker {
         self.now = self.started.elapsed().as_millis() as u64 / TICK_MILLIS;
         self.serving.date.refresh(SystemTime::now());
         self.expire_timers();
-        let freed = self.inputs.trim() + self.batches.trim();
-        if freed > 0 {
-            // Freed pool buffers stay in the allocator's heap; hand them back to the kernel
-            // so the resident size returns to its idle level after a burst.
-            // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
-            unsafe { libc::malloc_trim(0) };
-        }
+        crate::uring::pool::release_freed(self.inputs.trim() + self.batches.trim());
         for index in 0..self.listeners.len() {
             if self.listeners[index].backoff {
                 self.listeners[index].backoff = false;

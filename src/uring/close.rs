@@ -118,13 +118,7 @@ impl Worker {
         self.now = self.started.elapsed().as_millis() as u64 / TICK_MILLIS;
         self.serving.date.refresh(SystemTime::now());
         self.expire_timers();
-        let freed = self.inputs.trim() + self.batches.trim();
-        if freed > 0 {
-            // Freed pool buffers stay in the allocator's heap; hand them back to the kernel
-            // so the resident size returns to its idle level after a burst.
-            // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
-            unsafe { libc::malloc_trim(0) };
-        }
+        super::pool::release_freed(self.inputs.trim() + self.batches.trim());
         for listener in 0..self.listeners.len() {
             let listening = &mut self.listeners[listener];
             if listening.backoff && self.draining_until.is_none() {

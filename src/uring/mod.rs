@@ -28,7 +28,6 @@ use io_uring::{opcode, types, IoUring};
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::files::FileCache;
-use crate::http::date::DateCache;
 use crate::limits::{
     CQE_BATCH_COUNT, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES, RECV_BUFFER_COUNT, TICK_MILLIS,
 };
@@ -36,12 +35,14 @@ use crate::observe::access_log::PeerText;
 use crate::observe::log_sink::LogSink;
 use crate::observe::stats::Counters;
 use crate::observe::Recorder;
+use crate::serve::Serving;
+use crate::timers::Ticks;
 use crate::Error;
 
 use buf_ring::BufRing;
 use lookup::Lookups;
 use pool::Pool;
-use receive::Serving;
+
 use slots::{Slots, NO_BUFFER};
 use token::{Op, Token};
 
@@ -56,15 +57,6 @@ const REFUSED_IN_FLIGHT_MAX: u32 = 64;
 
 /// An input buffer: bytes received and not yet answered.
 type Input = [u8; INPUT_BUFFER_BYTES];
-
-/// Timeouts converted to ticks.
-struct Ticks {
-    header: u64,
-    idle: u64,
-    send: u64,
-    linger: u64,
-    shutdown: u64,
-}
 
 /// One thread's engine. Field order matters: `ring` is declared first so it is dropped first,
 /// and the kernel has let go of every buffer registered with it before `bufs` is freed.
@@ -171,7 +163,6 @@ impl Worker {
             .map_err(|source| Error::Uring { what: "fixed-file table registration", source })?;
         let _ =
             ring.submitter().register_iowq_max_workers(&mut [IOWQ_WORKERS_MAX, IOWQ_WORKERS_MAX]);
-        let secs = |d: std::time::Duration| d.as_secs().max(1);
         let peers = if log.is_some() { config.max_connections as usize } else { 0 };
         // SAFETY: sockaddr_in6 is a plain C struct; all-zero bytes are a valid value.
         let zero_addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
@@ -217,19 +208,8 @@ impl Worker {
             lookups: Lookups::default(),
             watch_buf: vec![0u8; crate::files::EVENTS_BUFFER_BYTES].into_boxed_slice(),
             now_ms: 0,
-            serving: Serving {
-                date: DateCache::new(),
-                limits: config.parse_limits,
-                keepalive_requests: config.keepalive_requests,
-                site: Arc::clone(&config.site),
-            },
-            ticks: Ticks {
-                header: secs(config.header_timeout),
-                idle: secs(config.keepalive_timeout),
-                send: secs(config.send_timeout),
-                linger: crate::limits::LINGER_TIMEOUT_SECS.into(),
-                shutdown: config.shutdown_timeout.as_secs(),
-            },
+            serving: Serving::new(config),
+            ticks: Ticks::new(config),
             max_connections,
             started: Instant::now(),
             now: 0,

@@ -11,14 +11,12 @@ use super::buf_ring::BUFFER_GROUP;
 use super::slots::{Phase, Timer, NO_BUFFER};
 use super::token::{Op, Token};
 use super::{fixed, ring, Worker};
-use crate::http::date::DateCache;
-use crate::http::ParseLimits;
 use crate::limits::{
     HELD_BUFFERS_PER_CONNECTION_MAX, HELD_BUFFERS_TOTAL_MAX, INPUT_BUFFER_BYTES, RECV_BUFFER_BYTES,
 };
 use crate::observe::errlog::{self, Kind};
 use crate::observe::stats::Event;
-use crate::serve::{self, KeyBuffer, Shared};
+use crate::serve::{self, KeyBuffer};
 
 impl Worker {
     /// Arms the multishot accept of listener `listener`; its token carries the index.
@@ -378,16 +376,6 @@ pub(super) fn accept_token(listener: usize) -> Token {
     Token { op: Op::Accept, generation: 0, slot: listener as u32 }
 }
 
-/// What every request of a worker is served with besides its connection, batch and cache.
-pub(super) struct Serving {
-    /// The Date header value, refreshed by the tick.
-    pub(super) date: DateCache,
-    pub(super) limits: ParseLimits,
-    pub(super) keepalive_requests: u32,
-    /// Headers added to every response, fallback, error pages, listings.
-    pub(super) site: std::sync::Arc<crate::site::Site>,
-}
-
 /// Where the bytes being served are.
 #[derive(Clone, Copy)]
 enum Source {
@@ -412,16 +400,7 @@ impl Worker {
             let data = &data[used..];
             let slot = self.slots.get(index);
             let batch_index = *slot.batch.get_or_insert_with(|| self.batches.take());
-            let shared = Shared {
-                files: &self.files,
-                now_ms: self.now_ms,
-                now_micros: self.now_micros,
-                log,
-                date: &self.serving.date,
-                limits: &self.serving.limits,
-                keepalive_requests: self.serving.keepalive_requests,
-                site: &self.serving.site,
-            };
+            let shared = self.serving.shared(&self.files, self.now_ms, self.now_micros, log);
             let served = slot.session.serve_all(data, &shared, self.batches.get(batch_index));
             used += served.used;
             let Some(of) = served.miss else { return used };
