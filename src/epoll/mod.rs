@@ -44,6 +44,12 @@ const EVENTS_PER_WAIT_MAX: usize = 256;
 /// cannot keep the worker from every other connection.
 const DRIVE_BYTES_PER_TURN_MAX: usize = 2 << 20;
 
+/// Room reserved at start-up in each list of connections that yielded their turn: a client
+/// that pipelines past `DRIVE_BYTES_PER_TURN_MAX` or has a body left to send yields, and the
+/// first such turn must not allocate in the middle of serving. The lists grow beyond it, once,
+/// when more connections than this yield in one turn (8 bytes an entry).
+const READY_CONNECTIONS_INITIAL: usize = 64;
+
 /// inotify buffers read per loop turn: a flood of file events cannot starve requests (the
 /// descriptor is level-triggered, so the rest is read next turn).
 const WATCH_READS_PER_TURN_MAX: usize = 8;
@@ -159,8 +165,8 @@ impl Worker {
             draining_until: None,
             recorder,
             log,
-            ready: Vec::new(),
-            ready_spare: Vec::new(),
+            ready: Vec::with_capacity(READY_CONNECTIONS_INITIAL),
+            ready_spare: Vec::with_capacity(READY_CONNECTIONS_INITIAL),
             events: vec![empty; EVENTS_PER_WAIT_MAX].into_boxed_slice(),
         })
     }
@@ -304,6 +310,9 @@ impl Worker {
         }
         let mut list = std::mem::take(&mut self.ready_spare);
         std::mem::swap(&mut list, &mut self.ready);
+        // Both lists keep the same capacity, so a steady turn never grows the one that an
+        // earlier burst happened not to fill.
+        self.ready.reserve(list.len());
         for &(index, generation) in &list {
             let Some(conn) = self.conns.current(index, generation) else { continue };
             conn.queued = false;
