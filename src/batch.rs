@@ -19,14 +19,15 @@ use crate::observe::access_log::{self, LogFormat, RequestText};
 /// kernel less than an extra iovec, and a pipelined burst of small files becomes one segment.
 pub const INLINE_BODY_BYTES_MAX: usize = 2048;
 
-/// Bodies at least this large are sent from their file with `sendfile` (the kernel hands
-/// page-cache pages to the socket: no copy in user space or into the socket buffer) instead of
-/// from the mapping with sendmsg, which copies every byte into the socket buffer. Measured
-/// crossover (loopback, 100 connections, server CPU-us per request, copy vs zero-copy from the
-/// file): 24 KiB 5.7/5.4, 48 KiB 7.2/6.5, 64 KiB 7.0/7.8, 96 KiB 8.2/9.0, 128 KiB 14.5/11.4,
-/// 256 KiB 43/19. Zero-copy wins from 24 KiB except for responses of two loopback segments
-/// (64-100 KiB), where it lost about 10%; a single threshold keeps the rule simple. Files this
-/// small are read into memory at scan time (16 KiB and below) and have no file to send from.
+/// Bodies at least this large are sent from their file with `sendfile` (the kernel hands page-cache
+/// pages to the socket: no copy in user space or into the socket buffer) instead of from the
+/// mapping with sendmsg, which copies every byte into the socket buffer. Measured with sendfile
+/// (loopback, 100 connections, server CPU-us per request and req/s, sendfile vs copy): under
+/// loadgen copying costs less from 32 to 128 KiB (32 KiB 8.3/6.9, 96 KiB 16.0/13.6), under wrk it
+/// serves 6-19% fewer requests at every size and costs both cores as much or more (32 KiB
+/// 20.8/22.4, 128 KiB 55/73 us); the copying client is the common one, so zero-copy from 24 KiB
+/// stays. Files this small are read into memory at scan time (16 KiB and below) and have no file to
+/// send from.
 pub const FILE_BODY_BYTES_MIN: usize = 24 * 1024;
 
 /// Bytes of a file body one `sendfile` call may move before the connection yields to others.
