@@ -310,8 +310,8 @@ impl Worker {
         }
         let mut list = std::mem::take(&mut self.ready_spare);
         std::mem::swap(&mut list, &mut self.ready);
-        // Both lists keep the same capacity, so a steady turn never grows the one that an
-        // earlier burst happened not to fill.
+        // The list filled during this walk gets room for as many as the one walked, so a
+        // repeat of this turn's burst does not grow it.
         self.ready.reserve(list.len());
         for &(index, generation) in &list {
             let Some(conn) = self.conns.current(index, generation) else { continue };
