@@ -33,9 +33,11 @@ pub const FILE_BODY_BYTES_MIN: usize = 24 * 1024;
 /// Bytes of a file body one `sendfile` call may move before the connection yields to others.
 /// Without a cap one call queued a whole 1 MiB body in the socket, which is cheap for a client
 /// that reads in user space and costly for one that drains in the kernel (what the congestion
-/// control does not let out at once is paced by timer). 1 MiB file, 100 connections, epoll
-/// engine, server CPU-us per request (medians of 3 rounds, loadgen / wrk): uncapped 473 / 124,
-/// 256 KiB 153 / 218, 512 KiB 155 / 157; 512 KiB is the best compromise.
+/// control does not let out at once is paced by timer). Measured with the unsent cap
+/// (`limits::UNSENT_BYTES_MAX`), io_uring engine, 1 MiB file, 100 connections, medians of 3
+/// rounds, req/s and server CPU-us per request, 512 KiB against the alternative: 4 MiB (a whole
+/// body per call) lost under loadgen (6,945 143 vs 4,968 200) and under wrk (143 vs 153 us);
+/// 256 KiB tied under loadgen (142 vs 142 us) and lost under wrk (5,917 148 vs 5,111 181).
 pub const FILE_STEP_BYTES_MAX: usize = 512 * 1024;
 
 /// A body sent from its file (`sendfile`) after the batch's iovecs are sent.
